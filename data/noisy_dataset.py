@@ -1,0 +1,69 @@
+"""The noisy training data of one run: the dataset read from disk, its noisy labels and the
+official train/validation split (METHOD.md §1-2), and their export for other methods.
+
+Noise is applied to every training example, then the split is drawn with the same seed;
+validation labels stay noisy.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.noise import make_noisy_labels, realised_noise_rate
+from data.presets import HUMAN_NOISE_TYPES
+from data.split import train_val_split
+from data.vision import VisionData, load_vision_data
+from utils.atomic import atomic_write_bytes
+from utils.train_config import TrainConfig
+
+
+@dataclass(frozen=True, eq=False)
+class NoisyDataset:
+    vision: VisionData
+    noisy_labels: np.ndarray         # every training example, before the split
+    transition: np.ndarray | None    # for symmetric / pairflip noise
+    actual_rate: float               # fraction of training labels that differ from the clean ones
+    train_index: np.ndarray          # official order
+    val_index: np.ndarray            # increasing
+
+    @property
+    def clean_labels(self) -> np.ndarray:
+        return self.vision.train_labels
+
+
+def build_noisy_dataset(config: TrainConfig) -> NoisyDataset:
+    vision = load_vision_data(config.dataset, config.data_path, config.download)
+    if config.noise_type in HUMAN_NOISE_TYPES.get(config.dataset, ()):
+        from data.cifarn import load_human_labels  # only CIFAR-N runs need the label files
+        noisy = load_human_labels(config.cifarn_path, config.dataset, config.noise_type, vision.train_labels)
+        transition = None
+    else:
+        made = make_noisy_labels(vision.train_labels, vision.train_images, config.noise_type,
+                                 config.noise_rate, vision.num_classes, config.seed)
+        noisy, transition = made.labels, made.transition
+    train_index, val_index = train_val_split(len(noisy), config.data_percent, config.seed)
+    return NoisyDataset(vision, noisy, transition, realised_noise_rate(vision.train_labels, noisy),
+                        train_index, val_index)
+
+
+def save_noisy_labels(path: str | Path, dataset: NoisyDataset, config: TrainConfig) -> Path:
+    """Write the noisy labels, clean labels, split and transition matrix as one .npz (atomically)."""
+    arrays = {
+        "noisy_labels": dataset.noisy_labels.astype(np.int64),
+        "clean_labels": dataset.clean_labels.astype(np.int64),
+        "train_index": dataset.train_index.astype(np.int64),
+        "val_index": dataset.val_index.astype(np.int64),
+        "actual_noise_rate": np.float64(dataset.actual_rate),
+        "dataset": np.str_(config.dataset), "noise_type": np.str_(config.noise_type),
+        "noise_rate": np.float64(config.noise_rate), "seed": np.int64(config.seed),
+        "data_percent": np.float64(config.data_percent),
+        "num_classes": np.int64(dataset.vision.num_classes),
+    }
+    if dataset.transition is not None:
+        arrays["transition_matrix"] = dataset.transition
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())

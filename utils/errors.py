@@ -1,0 +1,15 @@
+"""Errors a user can fix: entry points print them as one line and exit with code 2."""
+
+
+class UserError(Exception):
+    """Bad flags, missing or malformed input: the message says what was wrong and what to do."""
+
+    exit_code = 2
+
+
+class DatasetError(UserError):
+    """A dataset, label or index file is missing, truncated or malformed."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is unreadable or belongs to a different configuration."""

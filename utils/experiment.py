@@ -1,0 +1,87 @@
+"""One run's data on the device and the engine calls both loops need (METHOD.md §1, §3).
+
+The whole split lives on the device as uint8 tensors; every random draw of the input pipeline
+comes from one seeded `torch.Generator`, whose state goes into every checkpoint.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from data.device_pipeline import DevicePipeline, images_to_device
+from data.noisy_dataset import NoisyDataset
+from models import build_model
+from utils.engine import (EpochStats, accuracy, class_balanced_accuracy, images_only,
+                          predict_logits, train_one_epoch)
+from utils.progress import with_progress
+from utils.train_config import TrainConfig
+
+
+class Experiment:
+    def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
+                 should_stop=None, show_progress: bool = False) -> None:
+        self.config = config
+        self.device = device
+        self.num_classes = dataset.vision.num_classes
+        self.should_stop = should_stop
+        self.show_progress = show_progress
+        self.generator = torch.Generator().manual_seed(config.seed)
+        preset = config.preset
+        self.pipeline = DevicePipeline(preset.mean, preset.std, preset.crop_and_flip, device,
+                                       config.channels_last)
+        all_images = images_to_device(dataset.vision.train_images, device)
+        noisy = torch.from_numpy(dataset.noisy_labels).long().to(device)
+        clean = torch.from_numpy(dataset.clean_labels).long().to(device)
+        train_index = torch.from_numpy(dataset.train_index).long().to(device)
+        val_index = torch.from_numpy(dataset.val_index).long().to(device)
+        self.train_images, self.val_images = all_images[train_index], all_images[val_index]
+        self.train_labels, self.val_labels = noisy[train_index], noisy[val_index]
+        self.train_clean_labels = clean[train_index]
+        self.test_images = images_to_device(dataset.vision.test_images, device)
+        self.test_labels = torch.from_numpy(dataset.vision.test_labels).long().to(device)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
+
+    def new_model(self) -> nn.Module:
+        """A fresh network (initialised from torch's global generator, seeded once per run)."""
+        model = build_model(self.config.preset.network, self.num_classes).to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def new_optimizer(self, model: nn.Module) -> torch.optim.SGD:
+        return torch.optim.SGD(model.parameters(), lr=self.config.lr, momentum=0.9,
+                               weight_decay=self.config.weight_decay)
+
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    subset: torch.Tensor | None, description: str) -> EpochStats:
+        """One shuffled, augmented pass over the training examples at positions `subset` (None: all)."""
+        images = self.train_images if subset is None else self.train_images[subset]
+        labels = self.train_labels if subset is None else self.train_labels[subset]
+        draws = self.pipeline.draw_epoch(len(labels), self.generator, shuffle=True, augment=True)
+        batches = ((x, y) for x, y, _ in self.pipeline.batches(images, labels, self.config.batch_size, draws))
+        total = -(-len(labels) // self.config.batch_size)
+        batches = with_progress(batches, total, description, self.show_progress)
+        return train_one_epoch(model, optimizer, batches, amp=self.config.amp, should_stop=self.should_stop)
+
+    def logits(self, model: nn.Module, images: torch.Tensor, augment: bool) -> torch.Tensor:
+        """Logits in the order of `images`; `augment` applies the training augmentation."""
+        draws = self.pipeline.draw_epoch(len(images), self.generator, shuffle=False, augment=augment)
+        batches = self.pipeline.batches(images, None, self.config.eval_batch_size, draws)
+        return predict_logits(model, images_only(batches), amp=self.config.amp)
+
+    def validate(self, model: nn.Module) -> float:
+        """Class-balanced accuracy on the noisy validation set; augmented like the official code
+        unless --predict_clean (METHOD.md §5)."""
+        logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
+        return class_balanced_accuracy(logits.argmax(1), self.val_labels, self.num_classes)
+
+    def test(self, model: nn.Module) -> float:
+        logits = self.logits(model, self.test_images, augment=False)
+        return accuracy(logits.argmax(1), self.test_labels)
+
+    def training_set_logits(self, model: nn.Module) -> torch.Tensor:
+        """Predictions over the whole noisy training split, for extraction (augmented by default)."""
+        return self.logits(model, self.train_images, augment=not self.config.predict_clean)
