@@ -1,0 +1,178 @@
+"""Tests for data/noise.py: exact agreement with the official labels, statistics, validation, purity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.noise import (
+    NOISE_TYPES,
+    NoisyLabels,
+    _legacy_choice_rows,
+    flip_with_transition,
+    instance_dependent_labels,
+    make_noisy_labels,
+    pairflip_transition,
+    realised_noise_rate,
+    symmetric_transition,
+)
+from utils.errors import UserError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "official_noise"
+CASES = sorted(p.stem for p in FIXTURES.glob("*-seed*.npz") if not p.stem.startswith("inputs"))
+
+
+def load_case(name: str) -> tuple[dict, dict]:
+    """The official output for one case, and the inputs it was made from."""
+    with np.load(FIXTURES / f"{name}.npz") as case:
+        case = dict(case)
+    with np.load(FIXTURES / str(case["inputs"])) as inputs:
+        inputs = dict(inputs)
+    return case, inputs
+
+
+def random_mnist(num_examples: int, num_classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 images in MNIST layout and random labels."""
+    rng = np.random.RandomState(seed)
+    images = rng.randint(0, 256, size=(num_examples, 28, 28)).astype(np.uint8)
+    return rng.randint(0, num_classes, size=num_examples), images
+
+
+def empirical_transition(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (clean, noisy), 1)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def test_fixture_cases_cover_every_type_rate_and_seed():
+    assert len(CASES) == 36
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_matches_official_labels(name):
+    case, inputs = load_case(name)
+    result = make_noisy_labels(
+        inputs["clean_labels"],
+        inputs["images"],
+        str(case["noise_type"]),
+        float(case["noise_rate"]),
+        int(case["num_classes"]),
+        int(case["seed"]),
+    )
+    np.testing.assert_array_equal(result.labels, case["noisy_labels"])
+    assert result.labels.dtype == np.int64
+    assert result.actual_rate == realised_noise_rate(inputs["clean_labels"], case["noisy_labels"])
+
+
+def test_transition_matrices():
+    sym = symmetric_transition(4, 0.3)
+    np.testing.assert_allclose(sym, np.full((4, 4), 0.1) + np.eye(4) * 0.6)
+    pair = pairflip_transition(3, 0.2)
+    np.testing.assert_allclose(pair, [[0.8, 0.2, 0.0], [0.0, 0.8, 0.2], [0.2, 0.0, 0.8]])
+    np.testing.assert_allclose(pairflip_transition(2, 0.4), [[0.6, 0.4], [0.4, 0.6]])
+    for matrix in (sym, pair):
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip"])
+def test_empirical_transition_matches_matrix(noise_type):
+    labels = np.random.RandomState(3).randint(0, 10, size=50_000)
+    result = make_noisy_labels(labels, None, noise_type, 0.45, 10, seed=5)
+    # About 5,000 examples a row: the standard error of an entry is at most 0.007.
+    np.testing.assert_allclose(empirical_transition(labels, result.labels, 10), result.transition, atol=0.035)
+    assert abs(result.actual_rate - 0.45) < 0.01
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.45])
+def test_instance_noise_rate_near_requested(rate):
+    labels, images = random_mnist(50_000, seed=4)
+    result = make_noisy_labels(labels, images, "instance", rate, 10, seed=1)
+    assert result.transition is None
+    # Flip rates are N(rate, 0.1) truncated to [0, 1]: the mean moves by under 0.01.
+    assert abs(result.actual_rate - rate) < 0.02
+
+
+def test_legacy_choice_rows_matches_randomstate_choice():
+    rng = np.random.RandomState(0)
+    probs = rng.dirichlet(np.full(7, 0.3), size=2_000).astype(np.float32)
+    probs[::3, 2] = 0.0  # zero-probability categories must never be chosen
+    probs /= probs.sum(axis=1, keepdims=True)
+    stream = np.random.RandomState(9)
+    expected = np.array([stream.choice(7, p=p) for p in probs])
+    uniforms = np.random.RandomState(9).random_sample(len(probs))
+    np.testing.assert_array_equal(_legacy_choice_rows(probs, uniforms), expected)
+
+
+@pytest.mark.parametrize("noise_type", NOISE_TYPES)
+def test_rate_zero_returns_clean_labels(noise_type):
+    labels, images = random_mnist(200)
+    result = make_noisy_labels(labels, images, noise_type, 0.0, 10, seed=1)
+    np.testing.assert_array_equal(result.labels, labels)
+    assert result.actual_rate == 0.0
+    assert result.labels is not labels
+
+
+@pytest.mark.parametrize(
+    "noise_type, rate, num_classes, labels, message",
+    [
+        ("symmetric", -0.1, 10, [0, 1], "noise rate"),
+        ("symmetric", 1.0, 10, [0, 1], "noise rate"),
+        ("uniform", 0.2, 10, [0, 1], "symmetric, pairflip, instance"),
+        ("symmetric", 0.2, 1, [0, 0], "at least 2 classes"),
+        ("pairflip", 0.2, 1, [0, 0], "at least 2 classes"),
+        ("pairflip", 0.2, 10, [0, 10], "labels must lie in"),
+        ("instance", 0.2, 10, [-1, 3], "labels must lie in"),
+    ],
+)
+def test_bad_inputs_raise_user_error(noise_type, rate, num_classes, labels, message):
+    images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
+    with pytest.raises(UserError, match=message):
+        make_noisy_labels(np.array(labels), images, noise_type, rate, num_classes, seed=1)
+
+
+def test_instance_noise_needs_one_image_per_label():
+    labels, images = random_mnist(10)
+    with pytest.raises(UserError, match="one image per label"):
+        make_noisy_labels(labels, images[:5], "instance", 0.2, 10, seed=1)
+    with pytest.raises(UserError, match="one image per label"):
+        make_noisy_labels(labels, None, "instance", 0.2, 10, seed=1)
+
+
+@pytest.mark.parametrize("noise_type", NOISE_TYPES)
+def test_pure_and_leaves_global_rng_alone(noise_type):
+    labels, images = random_mnist(500, seed=2)
+    labels_before, images_before = labels.copy(), images.copy()
+    np.random.seed(123)
+    state_before = np.random.get_state()
+    first = make_noisy_labels(labels, images, noise_type, 0.4, 10, seed=7)
+    second = make_noisy_labels(labels, images, noise_type, 0.4, 10, seed=7)
+    state_after = np.random.get_state()
+    assert isinstance(first, NoisyLabels)
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert state_before[0] == state_after[0] and state_before[2:] == state_after[2:]
+    np.testing.assert_array_equal(state_before[1], state_after[1])
+    np.testing.assert_array_equal(labels, labels_before)
+    np.testing.assert_array_equal(images, images_before)
+
+
+def test_different_seeds_give_different_labels():
+    labels, images = random_mnist(500)
+    for noise_type in NOISE_TYPES:
+        a = make_noisy_labels(labels, images, noise_type, 0.4, 10, seed=1).labels
+        b = make_noisy_labels(labels, images, noise_type, 0.4, 10, seed=2).labels
+        assert not np.array_equal(a, b)
+
+
+def test_low_level_generators_accept_plain_lists():
+    transition = symmetric_transition(3, 0.5)
+    assert flip_with_transition([0, 1, 2], transition, seed=1).shape == (3,)
+    labels, images = random_mnist(20, num_classes=3)
+    noisy = instance_dependent_labels(labels, images, 0.3, 3, seed=1)
+    assert noisy.shape == (20,) and noisy.min() >= 0 and noisy.max() < 3
+
+
+def test_realised_noise_rate():
+    assert realised_noise_rate(np.array([0, 1, 2, 3]), np.array([0, 2, 2, 0])) == 0.5
+    assert realised_noise_rate(np.array([], dtype=int), np.array([], dtype=int)) == 0.0
