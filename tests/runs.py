@@ -1,0 +1,47 @@
+"""Helpers shared by tests that run main.py: tiny configurations and result comparison."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MAIN = REPO / "main.py"
+
+# A few seconds of Me-Momentum on the bundled digits, with several rounds on both loops.
+TINY_DIGITS = ["--dataset", "digits", "--noise_type", "instance", "--noise_rate", "0.4",
+               "--n_epoch", "4", "--max_outer_loop", "2", "--max_inner_loop", "3", "--lr", "0.05",
+               "--no_progress"]
+TIMING_FIELDS = {"seconds", "wall_time_s", "elapsed_s"}
+
+
+def run_main(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """main.py in a fresh interpreter (one thread, so runs are fast and comparable on 2 cores)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(MAIN), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def without_timing(obj: Any) -> Any:
+    """Drop wall-clock fields, which legitimately differ between identical runs."""
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING_FIELDS}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    result = json.loads((run_dir / "result.json").read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return result, metrics
+
+
+def comparable(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    result, metrics = read_run(run_dir)
+    for key in ("config", "git_commit", "device", "versions"):
+        result.pop(key, None)
+    return without_timing(result), without_timing(metrics)

@@ -1,0 +1,151 @@
+"""The Me-Momentum loop's control flow (METHOD.md §3) on real tiny runs, checked against an
+independent replay of the pseudocode, plus the named quirky rules."""
+import json
+
+import pytest
+import torch
+
+import main as main_module
+from data.noisy_dataset import build_noisy_dataset
+from tests.runs import TINY_DIGITS, comparable, read_run
+from utils.config import parse_config
+from utils.experiment import Experiment
+from utils.memomentum import MeMomentumRun, early_stopping_step, warm_up_finished
+from utils.run_files import RunFiles
+from utils.train_config import TrainConfig
+
+
+def test_margin_accumulates_in_float_steps_and_stops_after_20_epochs():
+    best, margin = 50.0, 0.0
+    for epoch in range(1, 21):
+        best, margin, improved = early_stopping_step(50.0, best, margin)
+        assert not improved
+        assert warm_up_finished(epoch, margin, n_epoch=100) == (epoch == 20)
+    assert margin == 0.1 * 0 + sum([0.1] * 20) and margin > 2
+
+
+def test_improvement_must_beat_best_plus_margin_and_resets_it():
+    assert early_stopping_step(50.3, 50.0, 0.3) == (50.0, 0.4, False)  # tie is no improvement
+    assert early_stopping_step(50.31, 50.0, 0.3) == (50.31, 0.0, True)
+    accumulated = 0.1 + 0.1 + 0.1  # 0.30000000000000004: the float sum decides the tie
+    assert early_stopping_step(50.3, 50.0, accumulated)[2] is False
+
+
+def replay_pseudocode(val_accs, n_epoch, max_outer, max_inner):
+    """METHOD.md §3 written out independently: the epochs it would run, where it evaluates test."""
+    vals = iter(val_accs)
+    schedule, test_epochs, best_val = [], [], 0.0
+    for outer in range(max_outer):
+        inner_best, margin = 0.0, 0.0
+        for epoch in range(1, n_epoch + 1):
+            v = next(vals)
+            schedule.append(("warmup", outer, 0, epoch))
+            if v > inner_best + margin:
+                inner_best, margin = v, 0.0
+            else:
+                margin += 0.1
+            if margin > 2:
+                break
+        last_round = 0.0
+        for inner in range(1, max_inner):
+            for epoch in range(1, n_epoch + 1):
+                v = next(vals)
+                schedule.append(("inner", outer, inner, epoch))
+                if v > inner_best:
+                    inner_best = v
+                    if v > best_val:
+                        best_val = v
+                        test_epochs.append(schedule[-1])
+            if inner_best > last_round:
+                last_round = inner_best
+            else:
+                break
+    return schedule, test_epochs, best_val
+
+
+def run_in_process(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(args) == 0
+    return read_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("extra", [
+    ["--n_epoch", "4", "--max_outer_loop", "2", "--max_inner_loop", "4"],
+    # a learning rate so small that validation accuracy stalls: the margin ends the warm-up
+    ["--n_epoch", "25", "--max_outer_loop", "1", "--max_inner_loop", "2", "--lr", "1e-6"],
+])
+def test_loop_follows_the_pseudocode(tmp_path, monkeypatch, extra):
+    args = TINY_DIGITS + extra + ["--output_dir", "run"]
+    result, metrics = run_in_process(args, tmp_path, monkeypatch)
+    cfg = result["config"]
+    epochs = [m for m in metrics if m["kind"] == "epoch"]
+    schedule, test_epochs, best_val = replay_pseudocode(
+        [m["val_acc"] for m in epochs], cfg["n_epoch"], cfg["max_outer_loop"], cfg["max_inner_loop"])
+    assert [(m["phase"], m["outer"], m["inner"], m["epoch"]) for m in epochs] == schedule
+    if cfg["n_epoch"] == 25:
+        assert len([m for m in epochs if m["phase"] == "warmup"]) < 25  # the margin stopped it
+    assert [(m["phase"], m["outer"], m["inner"], m["epoch"]) for m in epochs
+            if m["test_acc"] is not None] == test_epochs
+    assert result["best_val_acc"] == best_val
+    tested = [m["test_acc"] for m in epochs if m["test_acc"] is not None]
+    assert result["test_acc"] == (tested[-1] if tested else 0.0)
+    # one extraction per inner round, logged before the round's first epoch
+    rounds = [(m["outer"], m["inner"]) for m in metrics if m["kind"] == "round"]
+    assert rounds == sorted({(o, i) for (p, o, i, e) in schedule if p == "inner"})
+    assert all(len([r for r in rounds if r[0] == o]) >= 2 for o in range(cfg["max_outer_loop"])
+               if cfg["max_inner_loop"] >= 3)
+
+
+def test_best_checkpoint_reproduces_reported_test_accuracy(tmp_path, monkeypatch):
+    result, _ = run_in_process(TINY_DIGITS + ["--output_dir", "run"], tmp_path, monkeypatch)
+    config = parse_config(TrainConfig, TINY_DIGITS + ["--output_dir", "run"], "")
+    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    model = experiment.new_model()
+    model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True))
+    assert experiment.test(model) == pytest.approx(result["test_acc"], abs=1e-9)
+    official = tmp_path / "model" / "digits-instance-0.4-1_best.hdf5"
+    assert official.is_file() and (tmp_path / "logs" / "results.txt").read_text().count("Best Test Acc") == 1
+
+
+class RecordingRun(MeMomentumRun):
+    """The real loop, recording the weights it keeps as 'latest' and those each round starts from."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kept, self.round_starts = [], []
+
+    def _keep_latest(self):
+        super()._keep_latest()
+        self.kept.append({k: v.clone() for k, v in self.latest_weights.items()})
+
+    def _start_inner_round(self):
+        super()._start_inner_round()
+        self.round_starts.append((len(self.kept), {k: v.detach().clone() for k, v in self.model.state_dict().items()}))
+
+
+def test_each_inner_round_starts_from_the_latest_kept_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(TrainConfig, TINY_DIGITS + ["--output_dir", "run"], "")
+    main_module.seed_everything(config.seed)
+    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    files = RunFiles(config.run_dir)
+    files.create()
+    run = RecordingRun(experiment, files, log=lambda line: None)
+    run.run()
+    assert len(run.round_starts) >= 2
+    for kept_so_far, weights in run.round_starts:
+        latest = run.kept[kept_so_far - 1]
+        assert all(torch.equal(weights[name], latest[name]) for name in latest)
+
+
+def test_same_seed_same_results_and_other_seed_differs(tmp_path, monkeypatch):
+    first = tmp_path / "a"
+    second = tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    run_in_process(TINY_DIGITS + ["--output_dir", "run"], first, monkeypatch)
+    run_in_process(TINY_DIGITS + ["--output_dir", "run"], second, monkeypatch)
+    assert comparable(first / "run") == comparable(second / "run")
+    third = tmp_path / "c"
+    third.mkdir()
+    run_in_process(TINY_DIGITS + ["--output_dir", "run", "--seed", "2"], third, monkeypatch)
+    assert comparable(third / "run")[1] != comparable(first / "run")[1]
