@@ -130,6 +130,10 @@ class MeMomentumRun:
                              f"{s.inner - 1}; next outer round")
                     break
             s.outer, s.inner, s.epoch = s.outer + 1, 0, 0
+        if s.best_val == 0.0:
+            self.log("warning: no inner-round epoch beat its warm-up's validation accuracy, so no best "
+                     "model was kept and, as in the official code, the reported test accuracy is 0; "
+                     "train longer (--n_epoch)")
         s.finished = True
 
     def _run_ce(self) -> None:

@@ -1,0 +1,137 @@
+"""main.py end to end: both methods on digits, MNIST and CIFAR from small files in the real
+formats, the noisy-label export, and one-line errors with exit code 2 for bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from data.formats import random_vision_arrays, write_cifar, write_mnist
+from data.noise import make_noisy_labels
+from data.split import train_val_split
+from data.vision import load_vision_data
+from tests.runs import TINY_DIGITS, read_run, run_main
+
+SMALL_LOOP = ["--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2", "--no_progress"]
+RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "checkpoint.pt", "latest.pt", "best.pt")
+
+
+def write_dataset(root, name, n_train, n_test, seed=0):
+    arrays = random_vision_arrays(name, n_train, n_test, seed)
+    (write_mnist if name == "mnist" else lambda *a: write_cifar(a[0], name, *a[1:]))(root, *arrays)
+    return arrays
+
+
+def assert_complete_run(run_dir, method):
+    result, metrics = read_run(run_dir)
+    for name in RUN_FILES:
+        if name == "latest.pt" and method == "ce":  # the baseline has no "latest" model
+            continue
+        if name == "best.pt":  # as officially: only an inner-round epoch that beats the warm-up
+            assert (run_dir / name).is_file() == (result["best_val_acc"] > 0), name
+            continue
+        assert (run_dir / name).is_file(), name
+    for key in ("method", "dataset", "noise_type", "noise_rate", "seed", "best_val_acc", "test_acc",
+                "rounds", "wall_time_s", "device", "git_commit", "versions"):
+        assert key in result, key
+    assert result["method"] == method
+    assert set(result["versions"]) == {"python", "torch", "numpy"}
+    epochs = [m for m in metrics if m["kind"] == "epoch"]
+    assert epochs and all({"phase", "outer", "inner", "epoch", "train_loss", "train_acc", "val_acc",
+                           "test_acc", "lr", "seconds"} <= set(m) for m in epochs)
+    return result, metrics
+
+
+@pytest.mark.parametrize("method", ["memomentum", "ce"])
+def test_digits_end_to_end(tmp_path, method):
+    done = run_main(TINY_DIGITS + ["--method", method, "--output_dir", "run"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "configuration:" in done.stdout and "test accuracy" in done.stdout
+    result, metrics = assert_complete_run(tmp_path / "run", method)
+    if method == "memomentum":
+        assert result["rounds"] and all(r["precision"] is not None for r in result["rounds"])
+        assert all(len(r["per_class_precision"]) == 10 for r in result["rounds"])
+    else:
+        assert {m["phase"] for m in metrics} == {"ce"} and len(metrics) == 4
+    assert (tmp_path / "logs" / "results.txt").exists()
+
+
+def test_mnist_files_end_to_end(tmp_path):
+    write_dataset(tmp_path / "files", "mnist", 300, 50)
+    done = run_main(["--dataset", "mnist", "--data_path", "files", "--output_dir", "run",
+                     "--batch_size", "32"] + SMALL_LOOP, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert_complete_run(tmp_path / "run", "memomentum")
+    assert (tmp_path / "model" / "mnist-symmetric-0.2-1_latest.hdf5").is_file()
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_files_end_to_end(tmp_path, name):
+    write_dataset(tmp_path / "files", name, 40, 10)
+    done = run_main(["--dataset", name, "--data_path", "files", "--output_dir", "run",
+                     "--batch_size", "16", "--n_epoch", "1", "--max_outer_loop", "1",
+                     "--max_inner_loop", "2", "--no_progress"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result, _ = assert_complete_run(tmp_path / "run", "memomentum")
+    assert result["rounds"][0]["confident_size"] >= 0
+
+
+@pytest.mark.parametrize("name,noise", [("mnist", "instance"), ("cifar10", "pairflip"),
+                                        ("cifar100", "symmetric")])
+def test_export_noisy_labels_matches_the_noise_functions(tmp_path, name, noise):
+    write_dataset(tmp_path / "files", name, 120, 10, seed=4)
+    out = tmp_path / "out.npz"
+    done = run_main(["--dataset", name, "--data_path", "files", "--noise_type", noise,
+                     "--noise_rate", "0.3", "--seed", "3", "--save_noisy_labels", str(out),
+                     "--noise_only"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "runs").exists()  # --noise_only trains nothing
+    saved = np.load(out)
+    vision = load_vision_data(name, tmp_path / "files")
+    expected = make_noisy_labels(vision.train_labels, vision.train_images, noise, 0.3,
+                                 vision.num_classes, 3)
+    train_index, val_index = train_val_split(120, 0.9, 3)
+    np.testing.assert_array_equal(saved["noisy_labels"], expected.labels)
+    np.testing.assert_array_equal(saved["clean_labels"], vision.train_labels)
+    np.testing.assert_array_equal(saved["train_index"], train_index)
+    np.testing.assert_array_equal(saved["val_index"], val_index)
+    assert float(saved["actual_noise_rate"]) == pytest.approx(expected.actual_rate)
+    assert ("transition_matrix" in saved) == (noise != "instance")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--noise_rate", "1.0"], "--noise_rate must be in [0, 1)"),
+    (["--noise_rate", "-0.1"], "--noise_rate must be in [0, 1)"),
+    (["--dataset", "svhn"], "invalid choice"),
+    (["--noise_type", "uniform"], "noise type 'uniform' is not available"),
+    (["--data_percent", "0"], "--data_percent must be in (0, 1]"),
+    (["--data_percent", "1.5"], "--data_percent must be in (0, 1]"),
+    (["--batch_size", "0"], "--batch_size must be at least 1"),
+    (["--dataset", "mnist", "--data_path", "nowhere"], "pass --download"),
+    (["--resume", "missing.pt"], "no such checkpoint"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, message):
+    base = ["--dataset", "digits", "--noise_only"] if "--dataset" not in args else ["--noise_only"]
+    if "--resume" in args:
+        base = ["--dataset", "digits", "--n_epoch", "1"]
+    done = run_main(base + args, tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_dataset_file_is_a_clear_error(tmp_path):
+    write_dataset(tmp_path / "files", "mnist", 50, 10)
+    images = tmp_path / "files" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-40])
+    done = run_main(["--dataset", "mnist", "--data_path", "files", "--noise_only"], tmp_path)
+    assert done.returncode == 2 and "train-images-idx3-ubyte" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_explains_every_flag(tmp_path):
+    done = run_main(["--help"], tmp_path)
+    assert done.returncode == 0
+    for flag in ("--seed", "--lr", "--weight_decay", "--batch_size", "--n_epoch", "--model_dir",
+                 "--dataset", "--data_percent", "--data_path", "--noise_type", "--noise_rate",
+                 "--max_outer_loop", "--max_inner_loop", "--method", "--select", "--resume"):
+        assert flag in done.stdout
