@@ -61,10 +61,10 @@ def build_result(config: TrainConfig, state: LoopState, run: MeMomentumRun, data
 
 def train(config: TrainConfig, dataset: NoisyDataset) -> int:
     files = RunFiles(config.run_dir)
-    checkpoint_path = resume_path(config.resume, files.checkpoint)
-    if config.resume == "auto" and checkpoint_path is None and files.result.exists():
+    if config.resume == "auto" and files.result.exists():
         print(f"{files.result} exists: this run has finished (delete the folder to run it again)")
         return 0
+    checkpoint_path = resume_path(config.resume, files.checkpoint)
     checkpoint = None
     if checkpoint_path is not None:
         checkpoint = load_compatible_checkpoint(checkpoint_path, config_to_dict(config),

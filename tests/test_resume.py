@@ -1,0 +1,179 @@
+"""Interrupted runs resume exactly (issue: resumable runs): kills at several points, SIGTERM,
+corrupt checkpoints, NaN losses, config mismatches, a full disk while saving."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import main as main_module
+import utils.atomic
+from data.formats import random_vision_arrays, write_mnist
+from tests.runs import MAIN, TINY_DIGITS, comparable, run_main
+from utils.atomic import atomic_write_bytes
+from utils.memomentum import MeMomentumRun
+
+
+class SimulatedKill(BaseException):
+    """Stands for SIGKILL inside the process: nothing after it runs, no handler sees it."""
+
+
+def uninterrupted(tmp_path, monkeypatch, args):
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert main_module.main(args) == 0
+    return comparable(folder / "run")
+
+
+def kill_then_resume(tmp_path, monkeypatch, args, install_kill):
+    folder = tmp_path / "interrupted"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    with monkeypatch.context() as patch:
+        install_kill(patch)
+        with pytest.raises(SimulatedKill):
+            main_module.main(args)
+    assert not (folder / "run" / "result.json").exists()
+    assert main_module.main(args + ["--resume", "auto"]) == 0
+    return comparable(folder / "run")
+
+
+def kill_on_call(patch, owner, name, call_number, after=False):
+    """Make owner.name raise SimulatedKill on its call_number-th call (before or after it runs)."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call_number and not after:
+            raise SimulatedKill
+        out = original(*args, **kwargs)
+        if calls["n"] == call_number and after:
+            raise SimulatedKill
+        return out
+
+    patch.setattr(owner, name, wrapper)
+
+
+KILL_POINTS = {
+    # mid-epoch: after some SGD steps changed the in-memory model
+    "mid_epoch": lambda p: kill_on_call(p, torch.optim.SGD, "step", 20),
+    # mid-save: the temporary checkpoint is written but never renamed over the old one
+    "mid_save": lambda p: kill_on_call(p, utils.atomic.os, "replace", 9),
+    # between rounds: the confident set was extracted and logged, nothing checkpointed since
+    "between_rounds": lambda p: kill_on_call(p, MeMomentumRun, "_extract_confident_examples", 2,
+                                             after=True),
+}
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_killed_digits_run_resumes_bit_identically(tmp_path, monkeypatch, point):
+    args = TINY_DIGITS + ["--output_dir", "run"]
+    reference = uninterrupted(tmp_path, monkeypatch, args)
+    assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS[point]) == reference
+
+
+def test_killed_mnist_file_run_resumes_bit_identically(tmp_path, monkeypatch):
+    write_mnist(tmp_path / "files", *random_vision_arrays("mnist", 400, 60, 5))
+    args = ["--dataset", "mnist", "--data_path", str(tmp_path / "files"), "--noise_type", "pairflip",
+            "--noise_rate", "0.45", "--n_epoch", "3", "--max_outer_loop", "2", "--max_inner_loop", "3",
+            "--batch_size", "64", "--lr", "0.05", "--no_progress", "--output_dir", "run"]
+    reference = uninterrupted(tmp_path, monkeypatch, args)
+    assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS["mid_epoch"]) == reference
+
+
+def test_ce_baseline_resumes_bit_identically(tmp_path, monkeypatch):
+    args = TINY_DIGITS + ["--method", "ce", "--n_epoch", "6", "--output_dir", "run"]
+    reference = uninterrupted(tmp_path, monkeypatch, args)
+    assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS["mid_epoch"]) == reference
+
+
+def start_main(args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(MAIN), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lines(path, count, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never reached {count} lines")
+
+
+@pytest.mark.parametrize("sig,expected_code", [(signal.SIGKILL, -signal.SIGKILL),
+                                               (signal.SIGTERM, 75)])
+def test_real_signal_then_resume_equals_uninterrupted(tmp_path, sig, expected_code):
+    args = TINY_DIGITS + ["--output_dir", "run"]
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    assert run_main(args, tmp_path / "a").returncode == 0
+    process = start_main(args, tmp_path / "b")
+    wait_for_lines(tmp_path / "b" / "run" / "metrics.jsonl", 7, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == expected_code, stderr
+    if sig == signal.SIGTERM:
+        assert "resume" in stderr and (tmp_path / "b" / "run" / "checkpoint.pt").is_file()
+    resumed = run_main(args + ["--resume", "auto"], tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(tmp_path / "b" / "run") == comparable(tmp_path / "a" / "run")
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    args = TINY_DIGITS + ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
+                          "--output_dir", "run"]
+    assert run_main(args, tmp_path).returncode == 0
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    (tmp_path / "run" / "result.json").unlink()
+    done = run_main(args + ["--resume", "auto"], tmp_path)
+    assert done.returncode == 2
+    assert str(checkpoint.name) in done.stderr and "corrupt or truncated" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    args = TINY_DIGITS + ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
+                          "--output_dir", "run"]
+    assert run_main(args, tmp_path).returncode == 0
+    (tmp_path / "run" / "result.json").unlink()
+    done = run_main(args + ["--resume", "auto", "--lr", "0.2"], tmp_path)
+    assert done.returncode == 2 and "--lr (saved 0.05, given 0.2)" in done.stderr
+    neutral = run_main(args + ["--resume", "auto", "--no_progress"], tmp_path)
+    assert neutral.returncode == 0, neutral.stderr
+
+
+def test_finished_run_is_not_run_again(tmp_path):
+    args = TINY_DIGITS + ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
+                          "--output_dir", "run"]
+    assert run_main(args, tmp_path).returncode == 0
+    again = run_main(args + ["--resume", "auto"], tmp_path)
+    assert again.returncode == 0 and "has finished" in again.stdout
+
+
+def test_non_finite_loss_names_epoch_and_checkpoint(tmp_path):
+    done = run_main(TINY_DIGITS + ["--lr", "1e12", "--output_dir", "run"], tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert "epoch" in done.stderr and "last good checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_full_disk_while_saving_keeps_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoint.pt"
+    atomic_write_bytes(target, b"previous")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(utils.atomic.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new contents")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
