@@ -1,0 +1,194 @@
+"""Reproduce the paper's tables: run a grid of settings × methods × seeds, then summarise it.
+
+    python reproduce.py --grid paper --seeds 1 2 3 --methods memomentum ce --out runs/paper
+    python reproduce.py --grid paper --seeds 1 2 3 --out runs/paper --gpus 0 1 2 3
+    python reproduce.py --grid paper --seeds 1 2 3 --out runs/paper --launcher slurm --submit
+    python reproduce.py --summarize runs/paper
+
+Grids live in configs/ (paper, cifarn, clothing1m, digits) or any JSON file of the same form.
+Each run gets its own folder under --out; finished runs are skipped and unfinished ones resumed,
+so the same command continues an interrupted sweep. The logic lives in utils/sweep.py and
+utils/summary.py. Exit codes: 0 all runs finished, 1 some failed or were preempted, 2 bad input,
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from utils.errors import UserError
+from utils.summary import status_counts, summarize_sweep
+from utils.sweep import (
+    Job,
+    LocalLauncher,
+    SlurmOptions,
+    build_jobs,
+    default_python,
+    expand_runs,
+    load_grid,
+    parse_extra,
+    render_slurm_script,
+    run_state,
+    select_settings,
+    slurm_files,
+    submit_slurm,
+    write_slurm_files,
+    write_sweep_record,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"reproduce.py: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description=__doc__.split("\n")[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--grid", help="grid name in configs/ (paper, cifarn, clothing1m, digits) or a JSON path")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds to run for every setting")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="methods to run (memomentum, ce); default: those the grid lists")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only these settings of the grid: a key like cifar10-symmetric-0.2 or a "
+                             "prefix like cifar10 or cifar10-instance")
+    parser.add_argument("--out", help="sweep folder: one run folder per (setting, method, seed), tables, plots")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local: run here (one after another, or one per --gpus entry); "
+                             "slurm: write one sbatch array script")
+    parser.add_argument("--gpus", nargs="+", default=None,
+                        help="local: run this many at once, one per listed GPU id (CUDA_VISIBLE_DEVICES); "
+                             "repeat an id to share a GPU (0 0 1 1)")
+    parser.add_argument("--dry_run", action="store_true", help="print what would run (and the script), run nothing")
+    parser.add_argument("--submit", action="store_true", help="slurm: submit the script with sbatch")
+    parser.add_argument("--extra", action="append", default=None,
+                        help="flags appended to every run's command, e.g. --extra=\"--amp\"; they override "
+                             "the grid's flags")
+    parser.add_argument("--python", default=default_python(), help="interpreter that runs main.py")
+    parser.add_argument("--summarize", metavar="DIR", help="only (re)write the tables and plots of sweep DIR")
+    parser.add_argument("--no_plots", action="store_true", help="tables only (no matplotlib figures)")
+    slurm = parser.add_argument_group("slurm (per array task = per run)")
+    slurm.add_argument("--slurm_time", default="12:00:00",
+                       help="time limit; a run that hits it saves, exits 75 and is requeued")
+    slurm.add_argument("--slurm_gres", default="gpu:1", help="generic resources; 'none' for CPU jobs")
+    slurm.add_argument("--slurm_cpus_per_task", type=int, default=8, help="CPU cores")
+    slurm.add_argument("--slurm_mem", default=None, help="memory per task, e.g. 32G; unset: the cluster's default")
+    slurm.add_argument("--slurm_partition", default=None, help="partition; unset: the cluster's default")
+    slurm.add_argument("--slurm_max_parallel", type=int, default=None, help="at most this many runs at once (%%K)")
+    slurm.add_argument("--slurm_option", action="append", default=[],
+                       help="any further sbatch option, e.g. --slurm_option=--account=abc (repeatable)")
+    return parser
+
+
+def attach_option_values(argv: Sequence[str], options: Sequence[str] = ("--extra", "--slurm_option")) -> list[str]:
+    """Let `--extra "--amp"` work: argparse would take a value starting with '--' for a flag."""
+    fixed: list[str] = []
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        if tokens[i] in options and i + 1 < len(tokens):
+            fixed.append(f"{tokens[i]}={tokens[i + 1]}")
+            i += 2
+        else:
+            fixed.append(tokens[i])
+            i += 1
+    return fixed
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(attach_option_values(sys.argv[1:] if argv is None else argv))
+    if args.summarize:
+        return args
+    if not args.grid or not args.out:
+        raise UserError("reproduce.py: give --grid and --out to run a sweep, or --summarize DIR (see --help)")
+    if args.launcher == "slurm" and args.gpus:
+        raise UserError("--gpus is for the local launcher; with slurm each task asks for --slurm_gres")
+    if args.submit and args.launcher != "slurm":
+        raise UserError("--submit needs --launcher slurm")
+    return args
+
+
+def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], Path]:
+    grid = select_settings(load_grid(args.grid), args.only)
+    runs = expand_runs(grid, args.methods, args.seeds)
+    out = Path(args.out).resolve()
+    jobs = build_jobs(grid, runs, out, args.python, parse_extra(args.extra))
+    if not args.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        write_sweep_record(out, grid, runs)
+    return jobs, out
+
+
+def print_plan(jobs: Sequence[Job]) -> None:
+    actions = {"finished": "skip (finished)", "resumable": "resume", "new": "start"}
+    for job in jobs:
+        print(f"{actions[run_state(job.run_dir)]:<16} {job.name}\n    {shlex.join(job.command)}")
+
+
+def run_local(args: argparse.Namespace, jobs: list[Job], out: Path) -> int:
+    if args.dry_run:
+        print_plan(jobs)
+        return 0
+    launcher = LocalLauncher(gpus=args.gpus)
+    try:
+        launcher.run_all(jobs)
+    except KeyboardInterrupt:
+        summarize(out, plots=not args.no_plots)
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    counts = summarize(out, plots=not args.no_plots)
+    return 0 if counts["finished"] == sum(counts.values()) else 1
+
+
+def slurm_options(args: argparse.Namespace, grid_name: str) -> SlurmOptions:
+    gres = None if args.slurm_gres.lower() == "none" else args.slurm_gres
+    return SlurmOptions(time=args.slurm_time, gres=gres, cpus_per_task=args.slurm_cpus_per_task,
+                        mem=args.slurm_mem, partition=args.slurm_partition,
+                        max_parallel=args.slurm_max_parallel, extra_options=tuple(args.slurm_option),
+                        job_name=f"memomentum-{grid_name}")
+
+
+def run_slurm(args: argparse.Namespace, jobs: list[Job], out: Path) -> int:
+    options = slurm_options(args, Path(args.grid).stem)
+    if args.dry_run:
+        print(render_slurm_script(jobs, slurm_files(out), options))
+        print_plan(jobs)
+        return 0
+    files = write_slurm_files(jobs, out, options)
+    print(f"wrote {files.script} ({len(jobs)} array tasks, commands in {files.commands})")
+    if args.submit:
+        print(submit_slurm(files.script))
+    else:
+        print(f"submit with: sbatch {files.script}")
+    print(f"when the tasks are done: python reproduce.py --summarize {out}")
+    return 0
+
+
+def summarize(out: Path, plots: bool) -> dict[str, int]:
+    summary, written = summarize_sweep(out, plots=plots)
+    counts = status_counts(summary)
+    print(f"summary of {out}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
+    print(f"tables: {', '.join(str(p) for p in written if p.parent == Path(out))}")
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        if args.summarize:
+            summarize(Path(args.summarize), plots=not args.no_plots)
+            return 0
+        jobs, out = plan_jobs(args)
+        if args.launcher == "slurm":
+            return run_slurm(args, jobs, out)
+        return run_local(args, jobs, out)
+    except UserError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""Tests for utils/sweep.py and reproduce.py: grids, run naming, commands, local launcher, SLURM script."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import reproduce
+from utils.errors import UserError
+from utils.sweep import (
+    Job,
+    LocalLauncher,
+    Run,
+    Setting,
+    SlurmOptions,
+    available_grids,
+    build_command,
+    build_jobs,
+    expand_runs,
+    flag_arguments,
+    load_grid,
+    parse_extra,
+    parse_grid,
+    read_launcher_record,
+    read_sweep_record,
+    render_slurm_script,
+    run_state,
+    select_settings,
+    slurm_files,
+    write_slurm_files,
+    write_sweep_record,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+PAPER_SETTINGS = {(d, t, r) for d in ("mnist", "cifar10", "cifar100")
+                  for t, r in (("symmetric", 0.2), ("symmetric", 0.4), ("pairflip", 0.45),
+                               ("instance", 0.2), ("instance", 0.4))}
+
+
+def small_grid(**overrides: object) -> dict:
+    grid = {"description": "test", "entry_point": "main.py", "methods": ["memomentum", "ce"],
+            "flags": {"n_epoch": 5},
+            "settings": [{"dataset": "cifar10", "noise_type": "symmetric", "noise_rate": 0.2,
+                          "paper_test_acc": 90.5, "paper_source": "Test source, Table 1"},
+                         {"dataset": "cifar10", "noise_type": "aggre", "noise_rate": None}]}
+    grid.update(overrides)
+    return grid
+
+
+def quiet(_: str) -> None:
+    """Launcher echo that prints nothing (tests read the records instead)."""
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def test_bundled_grids_load_and_cover_the_paper() -> None:
+    assert {"paper", "cifarn", "clothing1m", "digits"} <= set(available_grids())
+    paper = load_grid("paper")
+    assert {(s.dataset, s.noise_type, s.noise_rate) for s in paper.settings} == PAPER_SETTINGS
+    assert len(paper.settings) == 15
+    cifarn = load_grid("cifarn")
+    assert [(s.dataset, s.noise_type, s.noise_rate) for s in cifarn.settings] == [
+        ("cifar10", "aggre", None), ("cifar10", "random1", None), ("cifar10", "random2", None),
+        ("cifar10", "random3", None), ("cifar10", "worst", None), ("cifar100", "noisy", None)]
+    clothing = load_grid("clothing1m")
+    assert clothing.entry_point == "Clothing.py" and clothing.methods == ("memomentum",)
+    digits = load_grid("digits")
+    assert {(s.dataset, s.noise_type, s.noise_rate) for s in digits.settings} == {
+        ("digits", "instance", 0.4), ("digits", "symmetric", 0.4)}
+    for grid in (paper, cifarn, clothing, digits):
+        for setting in grid.settings:  # a paper number is never without its source
+            assert setting.paper_test_acc is None or setting.paper_source
+
+
+def test_grid_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(small_grid()))
+    grid = load_grid(str(path))
+    assert grid.name == "mine"
+    assert [s.key for s in grid.settings] == ["cifar10-symmetric-0.2", "cifar10-aggre"]
+    assert grid.settings[0].flags == (("n_epoch", 5),)
+    assert grid.settings[0].paper_test_acc == 90.5
+
+
+def test_setting_flags_override_grid_flags() -> None:
+    raw = small_grid(settings=[{"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 0.2,
+                                "flags": {"n_epoch": 7, "amp": True}}])
+    (setting,) = parse_grid(raw, "g", "g.json").settings
+    assert dict(setting.flags) == {"n_epoch": 7, "amp": True}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"settings": []}, "non-empty list"),
+    ({"entry_point": "train.py"}, "entry_point"),
+    ({"methods": ["coteaching"]}, "methods"),
+    ({"colour": "red"}, "unknown key(s) colour"),
+    ({"flags": {"--n_epoch": 3}}, "without dashes"),
+    ({"flags": {"seed": 3}}, "set by the sweep itself"),
+    ({"flags": {"n_epoch": [1, 2]}}, "string, number or boolean"),
+    ({"settings": [{"dataset": "svhn", "noise_type": "symmetric", "noise_rate": 0.2}]}, "unknown dataset 'svhn'"),
+    ({"settings": [{"dataset": "mnist", "noise_type": "aggre", "noise_rate": None}]}, "not available for mnist"),
+    ({"settings": [{"dataset": "mnist", "noise_type": "symmetric"}]}, "noise_rate must be a number"),
+    ({"settings": [{"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 1.0}]}, "in [0, 1)"),
+    ({"settings": [{"dataset": "cifar10", "noise_type": "worst", "noise_rate": 0.4}]}, "has no noise_rate"),
+    ({"settings": [{"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 0.2,
+                    "paper_test_acc": 95.0}]}, "needs its paper_source"),
+    ({"settings": [{"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 0.2,
+                    "paper_test_acc": 195.0, "paper_source": "x"}]}, "percentage in [0, 100]"),
+    ({"settings": [{"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 0.2},
+                   {"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 0.2}]}, "appears twice"),
+    ({"settings": [{"dataset": "mnist", "noise_rate": 0.2}]}, "'noise_type' is required"),
+    ({"settings": ["mnist"]}, "expected an object"),
+    ({"entry_point": "Clothing.py"}, "Clothing.py grids hold only"),
+])
+def test_bad_grids_are_refused_with_a_clear_message(tmp_path: Path, change: dict, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(small_grid(**change)))
+    with pytest.raises(UserError) as raised:
+        load_grid(str(path))
+    assert message in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
+def test_unreadable_or_unknown_grid(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.json"
+    bad.write_text("{ not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_grid(str(bad))
+    with pytest.raises(UserError, match="no grid 'nope'.*paper"):
+        load_grid("nope")
+    with pytest.raises(UserError, match="expected a JSON object"):
+        parse_grid([1, 2], "x", "x.json")
+
+
+def test_select_settings_by_key_or_whole_part_prefix() -> None:
+    grid = load_grid("paper")
+    assert {s.dataset for s in select_settings(grid, ["cifar10"]).settings} == {"cifar10"}  # not cifar100
+    assert [s.key for s in select_settings(grid, ["mnist-instance-0.4"]).settings] == ["mnist-instance-0.4"]
+    assert len(select_settings(grid, ["mnist", "cifar100-pairflip"]).settings) == 6
+    assert select_settings(grid, None) is grid
+    with pytest.raises(UserError, match="selects no setting"):
+        select_settings(grid, ["cifar1"])
+
+
+# --------------------------------------------------------------------------- runs and commands
+
+
+def test_runs_expand_settings_then_methods_then_seeds() -> None:
+    grid = parse_grid(small_grid(), "g", "g.json")
+    runs = expand_runs(grid, ["memomentum", "ce"], [1, 2])
+    assert [r.name for r in runs] == [
+        "cifar10-symmetric-0.2-seed1-memomentum", "cifar10-symmetric-0.2-seed2-memomentum",
+        "cifar10-symmetric-0.2-seed1-ce", "cifar10-symmetric-0.2-seed2-ce",
+        "cifar10-aggre-seed1-memomentum", "cifar10-aggre-seed2-memomentum",
+        "cifar10-aggre-seed1-ce", "cifar10-aggre-seed2-ce"]
+    assert len(expand_runs(grid, None, [1, 2, 3])) == 12  # default: the grid's methods
+
+
+def test_runs_refuse_bad_methods_and_seeds() -> None:
+    clothing = load_grid("clothing1m")
+    with pytest.raises(UserError, match="runs only memomentum; not ce"):
+        expand_runs(clothing, ["memomentum", "ce"], [1])
+    grid = parse_grid(small_grid(), "g", "g.json")
+    with pytest.raises(UserError, match="must not repeat"):
+        expand_runs(grid, None, [1, 1])
+    with pytest.raises(UserError, match="at least one seed"):
+        expand_runs(grid, None, [])
+
+
+def test_command_of_a_run(tmp_path: Path) -> None:
+    grid = parse_grid(small_grid(), "g", "g.json")
+    synthetic, human = grid.settings
+    command = build_command(grid, Run(synthetic, "ce", 3), tmp_path / "r", "py")
+    assert command == ("py", "main.py", "--dataset", "cifar10", "--noise_type", "symmetric",
+                       "--noise_rate", "0.2", "--method", "ce", "--seed", "3", "--n_epoch", "5",
+                       "--output_dir", str(tmp_path / "r"), "--resume", "auto")
+    # Real noise has no rate; --extra is appended and replaces the grid's value of the same flag.
+    command = build_command(grid, Run(human, "memomentum", 1), tmp_path / "r", "py",
+                            ["--n_epoch", "2", "--amp"])
+    assert "--noise_rate" not in command
+    assert command[-5:] == ("--resume", "auto", "--n_epoch", "2", "--amp")
+    assert command.count("--n_epoch") == 1
+
+
+def test_clothing_command_has_no_dataset_flags(tmp_path: Path) -> None:
+    grid = load_grid("clothing1m")
+    (run,) = expand_runs(grid, None, [2])
+    assert run.name == "clothing1m-real-seed2-memomentum"
+    assert build_command(grid, run, tmp_path, "py") == (
+        "py", "Clothing.py", "--seed", "2", "--output_dir", str(tmp_path), "--resume", "auto")
+
+
+def test_flag_arguments_and_extra_parsing() -> None:
+    assert flag_arguments([("amp", True), ("channels_last", False), ("lr", 0.1), ("x", "a b")]) == [
+        "--amp", "--lr", "0.1", "--x", "a b"]
+    assert parse_extra(["--amp --n_epoch 2", "--data_path '/my data'"]) == [
+        "--amp", "--n_epoch", "2", "--data_path", "/my data"]
+    assert parse_extra(None) == []
+    assert reproduce.attach_option_values(["--extra", "--amp", "--grid", "paper"]) == [
+        "--extra=--amp", "--grid", "paper"]
+
+
+def test_setting_labels() -> None:
+    assert Setting("cifar10", "symmetric", 0.2).label == "CIFAR-10 Sym-20%"
+    assert Setting("cifar100", "pairflip", 0.45).label == "CIFAR-100 Pair-45%"
+    assert Setting("mnist", "instance", 0.4).label == "MNIST IDN-40%"
+    assert Setting("cifar10", "worst", None).label == "CIFAR-10N Worst"
+    assert Setting("clothing1m", "real", None).label == "Clothing1M"
+
+
+def test_sweep_record_merges_later_seeds(tmp_path: Path) -> None:
+    grid = parse_grid(small_grid(), "g", "g.json")
+    write_sweep_record(tmp_path, grid, expand_runs(grid, ["memomentum"], [1, 2]))
+    write_sweep_record(tmp_path, grid, expand_runs(grid, ["memomentum", "ce"], [3]))
+    record = read_sweep_record(tmp_path)
+    assert record["seeds"] == [1, 2, 3] and record["methods"] == ["memomentum", "ce"]
+    assert len(record["runs"]) == 2 * 2 + 2 * 2
+    assert record["grid"]["settings"][0]["paper_test_acc"] == 90.5
+
+
+# --------------------------------------------------------------------------- local launcher (fake runs)
+
+# A stand-in for main.py that follows the run contract: behaviour chosen by its first argument.
+FAKE_RUN = textwrap.dedent("""
+    import json, os, sys, time
+    behaviour, run_dir = sys.argv[1], sys.argv[2]
+    os.makedirs(run_dir, exist_ok=True)
+    resumed = os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    print("fake run", behaviour, "resumed" if resumed else "fresh", flush=True)
+    if behaviour == "sleep":
+        time.sleep(1.0)
+    if behaviour in ("ok", "sleep"):
+        result = {"test_acc": 50.0, "resumed": resumed, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                  "start": time.time()}
+        json.dump(result, open(os.path.join(run_dir, "result.json"), "w"))
+        sys.exit(0)
+    if behaviour == "nan":
+        print("loss is nan at epoch 3", file=sys.stderr)
+        sys.exit(3)
+    if behaviour == "preempt":
+        open(os.path.join(run_dir, "checkpoint.pt"), "w").write("state")
+        sys.exit(75)
+    sys.exit(0)  # "silent": exits 0 without result.json
+""")
+
+
+def fake_job(tmp_path: Path, name: str, behaviour: str) -> Job:
+    script = tmp_path / "fake_run.py"
+    script.write_text(FAKE_RUN)
+    run_dir = tmp_path / "sweep" / name
+    return Job(name, run_dir, (PYTHON, str(script), behaviour, str(run_dir)))
+
+
+def test_launcher_records_outcomes_and_continues_after_failures(tmp_path: Path) -> None:
+    jobs = [fake_job(tmp_path, "a", "nan"), fake_job(tmp_path, "b", "ok"), fake_job(tmp_path, "c", "preempt"),
+            fake_job(tmp_path, "d", "silent")]
+    records = LocalLauncher(echo=quiet).run_all(jobs)
+    assert [r["status"] for r in records] == ["failed", "finished", "preempted", "failed"]
+    assert [r["exit_code"] for r in records] == [3, 0, 75, 0]
+    failed = read_launcher_record(jobs[0].run_dir)
+    assert failed["status"] == "failed" and failed["exit_code"] == 3
+    assert "loss is nan at epoch 3" in failed["log_tail"]
+    assert "loss is nan" in (jobs[0].run_dir / "run.log").read_text()
+    assert run_state(jobs[1].run_dir) == "finished"
+    assert run_state(jobs[2].run_dir) == "resumable"
+
+
+def test_launcher_skips_finished_and_resumes_unfinished(tmp_path: Path) -> None:
+    finished = fake_job(tmp_path, "finished", "nan")  # would fail if it were run
+    finished.run_dir.mkdir(parents=True)
+    (finished.run_dir / "result.json").write_text('{"test_acc": 1.0}')
+    unfinished = fake_job(tmp_path, "unfinished", "ok")
+    unfinished.run_dir.mkdir(parents=True)
+    (unfinished.run_dir / "checkpoint.pt").write_text("state")
+    records = LocalLauncher(echo=quiet).run_all([finished, unfinished])
+    assert records[0] == {"name": "finished", "status": "finished", "skipped": True}
+    assert not (finished.run_dir / "run.log").exists()
+    assert records[1]["status"] == "finished" and records[1]["resumed"] is True
+    assert json.loads((unfinished.run_dir / "result.json").read_text())["resumed"] is True
+
+
+def test_launcher_counts_attempts_of_a_preempted_run(tmp_path: Path) -> None:
+    job = fake_job(tmp_path, "p", "preempt")
+    LocalLauncher(echo=quiet).run_all([job])
+    (record,) = LocalLauncher(echo=quiet).run_all([job])
+    assert record["attempt"] == 2 and record["resumed"] is True
+    assert (job.run_dir / "run.log").read_text().count("=== attempt") == 2
+
+
+def test_launcher_runs_one_job_per_gpu_at_once(tmp_path: Path) -> None:
+    jobs = [fake_job(tmp_path, "g1", "sleep"), fake_job(tmp_path, "g2", "sleep")]
+    records = LocalLauncher(gpus=["3", "5"], echo=quiet).run_all(jobs)
+    results = [json.loads((job.run_dir / "result.json").read_text()) for job in jobs]
+    assert sorted(r["gpu"] for r in results) == ["3", "5"]
+    assert [r["gpu"] for r in results] == [rec["gpu"] for rec in records]
+    assert abs(results[0]["start"] - results[1]["start"]) < 0.9  # both started before either ended
+
+
+def test_launcher_reports_a_command_that_cannot_start(tmp_path: Path) -> None:
+    job = Job("x", tmp_path / "x", (str(tmp_path / "no-such-python"), "main.py"))
+    (record,) = LocalLauncher(echo=quiet).run_all([job])
+    assert record["status"] == "failed" and record["exit_code"] == 127
+    assert "could not start" in record["log_tail"]
+
+
+# --------------------------------------------------------------------------- SLURM
+
+
+def slurm_jobs(tmp_path: Path) -> list[Job]:
+    grid = parse_grid(small_grid(), "g", "g.json")
+    return build_jobs(grid, expand_runs(grid, None, [1, 2, 3]), tmp_path / "sweep", "python")
+
+
+def test_slurm_script_has_one_task_per_run(tmp_path: Path) -> None:
+    jobs = slurm_jobs(tmp_path)
+    files = write_slurm_files(jobs, tmp_path / "sweep", SlurmOptions(partition="gpu", max_parallel=4,
+                                                                      extra_options=("--account=abc",)))
+    script = files.script.read_text()
+    assert len(jobs) == 12
+    assert "#SBATCH --array=0-11%4\n" in script
+    for directive in ("--requeue", "--signal=USR1@120", "--open-mode=append", "--partition=gpu",
+                      "--account=abc", "--gres=gpu:1", f"--output={files.logs}/%A_%a.out"):
+        assert f"#SBATCH {directive}\n" in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in script and "srun" in script
+    lines = files.commands.read_text().splitlines()
+    assert [tuple(shlex.split(line)) for line in lines] == [job.command for job in jobs]
+    assert files.run_dirs.read_text().splitlines() == [str(job.run_dir) for job in jobs]
+    assert files.logs.is_dir()
+    subprocess.run(["bash", "-n", str(files.script)], check=True)
+
+
+def test_slurm_script_without_gres_and_throttle(tmp_path: Path) -> None:
+    script = render_slurm_script(slurm_jobs(tmp_path)[:2], slurm_files(tmp_path), SlurmOptions(gres=None))
+    assert "#SBATCH --array=0-1\n" in script and "--gres" not in script
+    with pytest.raises(UserError, match="no runs"):
+        render_slurm_script([], slurm_files(tmp_path), SlurmOptions())
+
+
+def fake_slurm_bin(tmp_path: Path) -> Path:
+    """srun that runs its command (dropping its own options), scontrol that logs its arguments."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (folder / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.log\n')
+    for tool in ("srun", "scontrol"):
+        (folder / tool).chmod(0o755)
+    return folder
+
+
+def run_task(files_script: Path, task: int, bin_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": str(task),
+           "SLURM_JOB_ID": "4242", "SLURM_CPUS_PER_TASK": "2"}
+    return subprocess.run(["bash", str(files_script)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_slurm_task_requeues_itself_when_preempted(tmp_path: Path) -> None:
+    jobs = [fake_job(tmp_path, "a", "ok"), fake_job(tmp_path, "b", "preempt"), fake_job(tmp_path, "c", "nan")]
+    files = write_slurm_files(jobs, tmp_path / "sweep", SlurmOptions(), cwd=tmp_path)
+    bin_dir = fake_slurm_bin(tmp_path)
+    done = run_task(files.script, 0, bin_dir)
+    assert done.returncode == 0 and (jobs[0].run_dir / "result.json").is_file()
+    again = run_task(files.script, 0, bin_dir)  # finished: the task does nothing
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    preempted = run_task(files.script, 1, bin_dir)
+    assert preempted.returncode == 75
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    failed = run_task(files.script, 2, bin_dir)
+    assert failed.returncode == 3 and "loss is nan" in failed.stderr
+    assert (tmp_path / "scontrol.log").read_text().count("requeue") == 1  # failures are not requeued
+    assert run_task(files.script, 7, bin_dir).returncode == 2  # no such line
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch not installed: SLURM script not checked by SLURM")
+def test_sbatch_accepts_the_script(tmp_path: Path) -> None:
+    from utils.sweep import submit_slurm
+
+    files = write_slurm_files(slurm_jobs(tmp_path), tmp_path / "sweep", SlurmOptions(gres=None, time="00:10:00"))
+    submit_slurm(files.script, test_only=True)
+
+
+# --------------------------------------------------------------------------- reproduce.py
+
+
+def test_dry_run_prints_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sweep"
+    assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(out), "--dry_run",
+                           "--extra", "--n_epoch 2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("start ") == 4 and "--n_epoch 2" in printed
+    assert not out.exists()
+    assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(out), "--dry_run",
+                           "--launcher", "slurm"]) == 0
+    assert "#SBATCH --array=0-3" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_slurm_launcher_writes_the_script(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sweep"
+    assert reproduce.main(["--grid", "paper", "--seeds", "1", "2", "3", "--out", str(out),
+                           "--launcher", "slurm", "--slurm_gres", "none"]) == 0
+    script = (out / "slurm" / "sweep.sbatch").read_text()
+    assert "#SBATCH --array=0-89\n" in script and "--gres" not in script
+    assert len((out / "slurm" / "commands.txt").read_text().splitlines()) == 90
+    assert len(read_sweep_record(out)["runs"]) == 90
+    assert "sbatch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "digits"], "give --grid and --out"),
+    (["--grid", "nope", "--out", "x"], "no grid 'nope'"),
+    (["--grid", "digits", "--out", "x", "--submit"], "--submit needs --launcher slurm"),
+    (["--grid", "digits", "--out", "x", "--launcher", "slurm", "--gpus", "0"], "--gpus is for the local"),
+    (["--grid", "digits", "--out", "x", "--methods", "mixup"], "runs only memomentum, ce"),
+    (["--grid", "digits", "--out", "x", "--seeds", "one"], "invalid int value"),
+])
+def test_user_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert reproduce.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- end to end (real main.py)
+
+
+@pytest.mark.skipif(not (REPO / "main.py").is_file(), reason="main.py not written yet")
+def test_local_sweep_digits_end_to_end(tmp_path: Path) -> None:
+    """Real runs of main.py on digits (one setting, 2 seeds × 2 methods, tiny training), then the summary."""
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "reproduce.py", "--grid", "digits", "--only", "digits-instance-0.4",
+            "--seeds", "1", "2", "--methods", "memomentum", "ce", "--out", str(out),
+            "--extra", "--n_epoch 2 --max_outer_loop 1 --max_inner_loop 2 --no_progress", "--no_plots"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = [f"digits-instance-0.4-seed{s}-{m}" for m in ("memomentum", "ce") for s in (1, 2)]
+    results = {name: json.loads((out / name / "result.json").read_text()) for name in names}
+    for name, result in results.items():
+        assert result["dataset"] == "digits" and result["noise_type"] == "instance"
+        assert result["config"]["n_epoch"] == 2 and (out / name / "run.log").is_file()
+    import csv
+    import statistics
+
+    (row,) = list(csv.DictReader((out / "table.csv").open()))
+    for method in ("memomentum", "ce"):
+        accs = [results[f"digits-instance-0.4-seed{s}-{method}"]["test_acc"] for s in (1, 2)]
+        assert float(row[f"{method}_mean"]) == pytest.approx(statistics.fmean(accs), abs=1e-9)
+        assert float(row[f"{method}_std"]) == pytest.approx(statistics.stdev(accs), abs=1e-9)
+        assert row[f"{method}_finished"] == "2" and row[f"{method}_expected"] == "2"
+    assert "Digits IDN-40%" in (out / "table.md").read_text()
+    # Running the same sweep again skips every finished run and leaves the results untouched.
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.count("finished already, skipped") == 4
+    assert {n: json.loads((out / n / "result.json").read_text()) for n in names} == results
