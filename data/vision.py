@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ CIFAR_ROW = 3 * 32 * 32
 
 IDX_UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
+# torchvision's download servers, probed before an automatic download
+DOWNLOAD_HOSTS = {"mnist": "ossci-datasets.s3.amazonaws.com", "cifar10": "www.cs.toronto.edu",
+                  "cifar100": "www.cs.toronto.edu"}
 HOW_TO_FIX = "pass --download to fetch it, or --data_path to point at an existing copy"
 
 DIGITS_TEST_EVERY = 5  # example i is a test example when i % 5 == 4
@@ -67,8 +71,10 @@ class VisionData:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_vision_data(name: str, data_path: str | Path, download: bool = False) -> VisionData:
-    """Load dataset `name` from `data_path`, downloading it with torchvision first if asked."""
+def load_vision_data(name: str, data_path: str | Path, download: bool = False,
+                     download_if_reachable: bool = True) -> VisionData:
+    """Load dataset `name` from `data_path`. Missing files are fetched with torchvision when asked
+    (`download`) or, by default, when the download server answers; otherwise one clear error."""
     key = name.lower()
     if key not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -77,8 +83,9 @@ def load_vision_data(name: str, data_path: str | Path, download: bool = False) -
     root = Path(data_path)
     missing = missing_files(key, root)
     if missing:
-        if not download:
-            raise DatasetError(_missing_message(key, missing, "not found"))
+        if not download and not (download_if_reachable and server_reachable(DOWNLOAD_HOSTS[key])):
+            raise DatasetError(_missing_message(key, missing, "not found (and the download server "
+                                                f"{DOWNLOAD_HOSTS[key]} is unreachable)"))
         download_dataset(key, root)
         missing = missing_files(key, root)
         if missing:
@@ -115,6 +122,15 @@ def download_dataset(name: str, root: str | Path) -> None:
             f"could not download {name} into {root} ({type(err).__name__}: {reason}); check the network "
             f"and pass --download again, or pass --data_path to point at an existing copy"
         ) from err
+
+
+def server_reachable(host: str, timeout_s: float = 3.0) -> bool:
+    """Whether `host` accepts an HTTPS connection: decides if missing files can be fetched."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _missing_message(name: str, missing: list[Path], what: str) -> str:

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torchvision.datasets
 
+import data.vision as vision
+
 from data.formats import random_vision_arrays, write_cifar, write_idx, write_mnist
 from data.vision import (
     DATASETS,
@@ -182,7 +184,7 @@ def test_mnist_missing_file(tmp_path: Path) -> None:
     raw = mnist_raw(tmp_path, gz=True)
     (raw / "t10k-labels-idx1-ubyte.gz").unlink()
     with raises_naming(raw / "t10k-labels-idx1-ubyte", "--download") as info:
-        load_vision_data("mnist", tmp_path)
+        load_vision_data("mnist", tmp_path, download_if_reachable=False)
     assert "--data_path" in str(info.value) and "train-images" not in str(info.value)
 
 
@@ -247,12 +249,12 @@ def test_cifar_missing_file(tmp_path: Path) -> None:
     folder = cifar10_folder(tmp_path)
     (folder / "data_batch_5").unlink()
     with raises_naming(folder / "data_batch_5", "--download"):
-        load_vision_data("cifar10", tmp_path)
+        load_vision_data("cifar10", tmp_path, download_if_reachable=False)
 
 
 def test_missing_dataset_lists_every_expected_path(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="--data_path") as info:
-        load_vision_data("cifar100", tmp_path)
+        load_vision_data("cifar100", tmp_path, download_if_reachable=False)
     for name in ("train", "test"):
         assert str(tmp_path / "cifar-100-python" / name) in str(info.value)
 
@@ -284,6 +286,24 @@ def test_download_then_read_with_own_reader(tmp_path: Path, monkeypatch: pytest.
     calls.clear()
     load_vision_data("cifar10", tmp_path, download=True)  # present now: no second download
     assert calls == []
+
+
+def test_missing_files_are_fetched_when_the_server_answers(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = random_vision_arrays("cifar10", 12, 4, seed=6)
+    probed = []
+    monkeypatch.setattr(vision, "server_reachable", lambda host: probed.append(host) or True)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10",
+                        lambda root, train, download: write_cifar(root, "cifar10", *arrays))
+    assert_same(load_vision_data("cifar10", tmp_path), arrays, "cifar10", 10)
+    assert probed == ["www.cs.toronto.edu"]
+
+
+def test_missing_files_without_network_say_the_server_is_unreachable(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vision, "server_reachable", lambda host: False)
+    with pytest.raises(DatasetError, match="unreachable"):
+        load_vision_data("mnist", tmp_path)
 
 
 def test_unknown_dataset_name() -> None:
