@@ -1,0 +1,201 @@
+"""The Clothing1M index: official annotation files in, the `Clothing1m-data.npy` dict out (METHOD.md §4).
+
+Pure functions over text and arrays; `Clothing1m-data.py` is the thin script around them.
+Unlike the official builder, a key without a label is never dropped silently (that misaligns
+every later label, METHOD.md §5): it is reported, and either stops the build or is dropped
+together with its label.
+"""
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from utils.errors import DatasetError
+
+ANNOTATIONS = "annotations"
+INDEX_FILE_NAME = "Clothing1m-data.npy"
+NUM_CLASSES = 14
+CLASS_NAMES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
+               "Jacket", "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
+
+# split name in the index dict -> (key list file, label file, key of the paths, key of the labels)
+SPLITS: dict[str, tuple[str, str, str, str]] = {
+    "train": ("noisy_train_key_list.txt", "noisy_label_kv.txt", "train_data", "train_labels"),
+    "val": ("clean_val_key_list.txt", "clean_label_kv.txt", "clean_val_data", "clean_val_labels"),
+    "test": ("clean_test_key_list.txt", "clean_label_kv.txt", "test_data", "test_labels"),
+}
+INDEX_KEYS = tuple(key for _, _, data, labels in SPLITS.values() for key in (data, labels))
+
+
+@dataclass
+class SplitIndex:
+    """One split: image keys (paths relative to the data root), their labels, and what was wrong."""
+
+    keys: np.ndarray
+    labels: np.ndarray
+    unlabelled: list[str] = field(default_factory=list)
+
+
+def parse_key_list(lines: Iterable[str], source: str) -> list[str]:
+    """One relative image path a line; blank lines are ignored, anything else is an error."""
+    keys = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if len(text.split()) != 1:
+            raise DatasetError(f"{source}, line {number}: expected one image path, got {text!r}")
+        keys.append(text)
+    return keys
+
+
+def parse_label_kv(lines: Iterable[str], source: str, num_classes: int = NUM_CLASSES) -> dict[str, int]:
+    """Lines `images/x/y/z.jpg LABEL` → {key: label}; malformed lines and conflicts are errors."""
+    labels: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{source}, line {number}"
+        if len(fields) != 2:
+            raise DatasetError(f"{where}: expected 'IMAGE_PATH LABEL', got {line.strip()!r}")
+        key, value = fields
+        try:
+            label = int(value)
+        except ValueError:
+            raise DatasetError(f"{where}: label {value!r} is not an integer") from None
+        if not 0 <= label < num_classes:
+            raise DatasetError(f"{where}: label {label} is outside 0..{num_classes - 1}")
+        if labels.get(key, label) != label:
+            raise DatasetError(f"{where}: {key} was labelled {labels[key]} earlier in the file, now {label}")
+        labels[key] = label
+    return labels
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DatasetError(f"annotation file {path} does not exist; expected the official Clothing1M "
+                           f"annotations under <data_root>/{ANNOTATIONS}/ (see docs/clothing1m.md)")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def label_split(keys: Sequence[str], labels_by_key: dict[str, int], drop_unlabelled: bool) -> SplitIndex:
+    """Pair every key with its label. Unlabelled keys are listed; dropped only on request."""
+    unlabelled = [key for key in keys if key not in labels_by_key]
+    if drop_unlabelled:
+        keys = [key for key in keys if key in labels_by_key]
+    labels = np.array([labels_by_key.get(key, -1) for key in keys], dtype=np.int64)
+    return SplitIndex(np.array(keys, dtype=str), labels, unlabelled)
+
+
+def read_split(data_root: Path, split: str, label_cache: dict[str, dict[str, int]],
+               drop_unlabelled: bool, num_classes: int = NUM_CLASSES) -> SplitIndex:
+    """Read one split's key list and label file (label files shared by splits are parsed once)."""
+    key_file, label_file, _, _ = SPLITS[split]
+    key_path = data_root / ANNOTATIONS / key_file
+    keys = parse_key_list(read_lines(key_path), str(key_path))
+    if label_file not in label_cache:
+        label_path = data_root / ANNOTATIONS / label_file
+        label_cache[label_file] = parse_label_kv(read_lines(label_path), str(label_path), num_classes)
+    return label_split(keys, label_cache[label_file], drop_unlabelled)
+
+
+def read_all_splits(data_root: str | Path, drop_unlabelled: bool,
+                    num_classes: int = NUM_CLASSES) -> dict[str, SplitIndex]:
+    label_cache: dict[str, dict[str, int]] = {}
+    return {split: read_split(Path(data_root), split, label_cache, drop_unlabelled, num_classes)
+            for split in SPLITS}
+
+
+def unlabelled_report(splits: dict[str, SplitIndex], limit: int = 10) -> str:
+    """A message listing the keys without a label, split by split (first `limit` of each)."""
+    lines = []
+    for name, split in splits.items():
+        if split.unlabelled:
+            shown = ", ".join(split.unlabelled[:limit])
+            more = f" (and {len(split.unlabelled) - limit} more)" if len(split.unlabelled) > limit else ""
+            lines.append(f"  {name}: {len(split.unlabelled)} key(s) without a label: {shown}{more}")
+    return "\n".join(lines)
+
+
+def build_index(splits: dict[str, SplitIndex]) -> dict[str, np.ndarray]:
+    """The official index dict. Refuses a split that still holds unlabelled keys (label -1)."""
+    index: dict[str, np.ndarray] = {}
+    for name, (_, _, data_key, labels_key) in SPLITS.items():
+        split = splits[name]
+        if split.unlabelled and (split.labels < 0).any():
+            raise DatasetError(f"the {name} split has keys without a label:\n"
+                               f"{unlabelled_report({name: split})}\n"
+                               f"fix the annotation files, or pass --drop_unlabelled to drop those "
+                               f"keys together with their (missing) labels")
+        index[data_key] = split.keys
+        index[labels_key] = split.labels
+    return index
+
+
+def index_to_bytes(index: dict[str, np.ndarray]) -> bytes:
+    """The .npy payload of the official format: a pickled dict, read with np.load(...).item()."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(index, dtype=object), allow_pickle=True)
+    return buffer.getvalue()
+
+
+def load_index(path: str | Path) -> dict[str, np.ndarray]:
+    """Load and check an index file written by Clothing1m-data.py (or by the official builder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"index file {path} does not exist; build it first with "
+                           f"`python Clothing1m-data.py --data_root {path.parent}`")
+    try:
+        index = np.load(path, allow_pickle=True).item()
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"index file {path} is unreadable ({error}); rebuild it with "
+                           f"Clothing1m-data.py") from None
+    missing = [key for key in INDEX_KEYS if key not in index]
+    if missing:
+        raise DatasetError(f"index file {path} lacks {', '.join(missing)}; rebuild it with Clothing1m-data.py")
+    for _, _, data_key, labels_key in SPLITS.values():
+        if len(index[data_key]) != len(index[labels_key]):
+            raise DatasetError(f"index file {path}: {data_key} has {len(index[data_key])} entries but "
+                               f"{labels_key} has {len(index[labels_key])}; rebuild it with Clothing1m-data.py")
+    return index
+
+
+def class_counts(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Examples per class (int64, length num_classes)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
+
+
+def count_report(index: dict[str, np.ndarray], num_classes: int = NUM_CLASSES) -> str:
+    """A table: one row per class, one column per split, plus totals."""
+    names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(str(c) for c in range(num_classes))
+    counts = {split: class_counts(index[labels_key], num_classes)
+              for split, (_, _, _, labels_key) in SPLITS.items()}
+    width = max(len(name) for name in names) + 5
+    rows = [f"{'class':<{width}}" + "".join(f"{split:>10}" for split in counts)]
+    for c, name in enumerate(names):
+        rows.append(f"{f'{c:2d} {name}':<{width}}" + "".join(f"{counts[s][c]:>10d}" for s in counts))
+    rows.append(f"{'total':<{width}}" + "".join(f"{int(counts[s].sum()):>10d}" for s in counts))
+    return "\n".join(rows)
+
+
+def missing_images(data_root: str | Path, keys: Sequence[str], threads: int = 16,
+                   chunk_size: int = 4096) -> list[str]:
+    """Keys whose image file does not exist under `data_root`, in order.
+
+    Checked in chunks on a thread pool: a million `stat` calls on a network filesystem are
+    latency-bound, not CPU-bound.
+    """
+    root = Path(data_root)
+    chunks = [list(keys[start:start + chunk_size]) for start in range(0, len(keys), chunk_size)]
+
+    def absent(chunk: list[str]) -> list[str]:
+        return [key for key in chunk if not (root / key).is_file()]
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return [key for found in pool.map(absent, chunks) for key in found]
