@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import main as main_module
 from data.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
@@ -66,7 +67,7 @@ def test_mnist_files_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_files_end_to_end(tmp_path, name):
-    write_dataset(tmp_path / "files", name, 40, 10)
+    write_dataset(tmp_path / "files", name, 20, 6)
     done = run_main(["--dataset", name, "--data_path", "files", "--output_dir", "run",
                      "--batch_size", "16", "--n_epoch", "1", "--max_outer_loop", "1",
                      "--max_inner_loop", "2", "--no_progress"], tmp_path)
@@ -77,13 +78,13 @@ def test_cifar_files_end_to_end(tmp_path, name):
 
 @pytest.mark.parametrize("name,noise", [("mnist", "instance"), ("cifar10", "pairflip"),
                                         ("cifar100", "symmetric")])
-def test_export_noisy_labels_matches_the_noise_functions(tmp_path, name, noise):
+def test_export_noisy_labels_matches_the_noise_functions(tmp_path, monkeypatch, name, noise):
     write_dataset(tmp_path / "files", name, 120, 10, seed=4)
     out = tmp_path / "out.npz"
-    done = run_main(["--dataset", name, "--data_path", "files", "--noise_type", noise,
-                     "--noise_rate", "0.3", "--seed", "3", "--save_noisy_labels", str(out),
-                     "--noise_only"], tmp_path)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(["--dataset", name, "--data_path", "files", "--noise_type", noise,
+                             "--noise_rate", "0.3", "--seed", "3", "--save_noisy_labels", str(out),
+                             "--noise_only"]) == 0
     assert not (tmp_path / "runs").exists()  # --noise_only trains nothing
     saved = np.load(out)
     vision = load_vision_data(name, tmp_path / "files")
@@ -109,13 +110,19 @@ def test_export_noisy_labels_matches_the_noise_functions(tmp_path, name, noise):
     (["--dataset", "mnist", "--data_path", "nowhere"], "pass --download"),
     (["--resume", "missing.pt"], "no such checkpoint"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, args, message):
+def test_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
     base = ["--dataset", "digits", "--noise_only"] if "--dataset" not in args else ["--noise_only"]
     if "--resume" in args:
         base = ["--dataset", "digits", "--n_epoch", "1"]
-    done = run_main(base + args, tmp_path)
-    assert done.returncode == 2
-    assert message in done.stderr
+    assert main_module.main(base + args) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_exit_code_of_the_real_process(tmp_path):
+    done = run_main(["--dataset", "digits", "--noise_rate", "1.0"], tmp_path)
+    assert done.returncode == 2 and "--noise_rate must be in [0, 1)" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
