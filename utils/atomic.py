@@ -48,14 +48,16 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def append_line(path: str | Path, line: str) -> None:
-    """Append one line and fsync: a JSON-lines log loses at most the line being written."""
+def append_line(path: str | Path, line: str, durable: bool = False) -> None:
+    """Append one line in a single write. Logs need no fsync: a resumed run truncates
+    metrics.jsonl to the size its checkpoint recorded and writes the rest again."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
 
 
 def _fsync_directory(folder: Path) -> None:
