@@ -102,6 +102,8 @@ def train(config: TrainConfig, dataset: NoisyDataset) -> int:
 
 def run_main(config: TrainConfig) -> int:
     print("configuration:\n" + format_config(config), flush=True)
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
     dataset = build_noisy_dataset(config)
     print(describe_noise(dataset, config), flush=True)

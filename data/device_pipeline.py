@@ -80,13 +80,14 @@ class DevicePipeline:
 
 def crop_and_flip(batch: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                   padding: int = CROP_PADDING) -> torch.Tensor:
-    """Per-example crop of the zero-padded images at `offsets`, mirrored where `flips`: one gather."""
-    n, channels, height, width = batch.shape
+    """Per-example crop of the zero-padded images at `offsets`, mirrored where `flips`.
+
+    The padded batch is viewed (no copy) as every crop window at every offset; one indexing
+    picks each example's window.
+    """
+    n, _, height, width = batch.shape
     padded = F.pad(batch, (padding, padding, padding, padding))
-    steps_h = torch.arange(height, device=batch.device)
-    steps_w = torch.arange(width, device=batch.device)
-    rows = offsets[:, 0:1] + steps_h                         # [n, H]
-    cols = offsets[:, 1:2] + torch.where(flips[:, None], width - 1 - steps_w, steps_w)  # [n, W]
-    examples = torch.arange(n, device=batch.device)[:, None, None, None]
-    chans = torch.arange(channels, device=batch.device)[None, :, None, None]
-    return padded[examples, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # [n, C, 2p+1, 2p+1, H, W]
+    examples = torch.arange(n, device=batch.device)
+    crops = windows[examples, :, offsets[:, 0], offsets[:, 1]]  # [n, C, H, W]
+    return torch.where(flips[:, None, None, None], crops.flip(3), crops)

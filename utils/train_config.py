@@ -18,7 +18,7 @@ SELECTIONS = ("agree", "small_loss")
 # Flags that change neither the numbers nor the trajectory of a run: they may differ on --resume.
 RESUME_NEUTRAL_FIELDS = frozenset({
     "resume", "output_dir", "model_dir", "no_progress", "data_path", "download", "tensorboard",
-    "save_noisy_labels", "noise_only", "cifarn_path",
+    "save_noisy_labels", "noise_only", "cifarn_path", "num_threads", "eval_batch_size",
 })
 
 
@@ -58,7 +58,10 @@ class TrainConfig:
     device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), or a torch device like cuda:1")
     amp: bool = option(False, "bfloat16 autocast on devices that support it")
     channels_last: bool = option(False, "channels-last memory format (faster convolutions on GPUs)")
-    eval_batch_size: int = option(1024, "batch size for validation, test and extraction")
+    eval_batch_size: int = option(256, "batch size for validation, test and extraction "
+                                       "(the official code uses 2 x batch_size)")
+    num_threads: int = option(0, "CPU threads for torch (0: torch's default, all cores); 1 is "
+                                 "often fastest on a shared or busy CPU")
     download: bool = option(False, "download MNIST/CIFAR with torchvision when the files are missing")
     save_noisy_labels: str = option("", "write the noisy labels, split and transition matrix to this .npz")
     noise_only: bool = option(False, "stop after making (and saving) the noisy labels")
