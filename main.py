@@ -64,6 +64,9 @@ def train(config: TrainConfig, dataset: NoisyDataset) -> int:
     if config.resume == "auto" and files.result.exists():
         print(f"{files.result} exists: this run has finished (delete the folder to run it again)")
         return 0
+    if not config.resume and (files.checkpoint.exists() or files.result.exists()):
+        raise UserError(f"{files.run_dir} already holds a run; pass --resume auto to continue (or "
+                        f"skip) it, or choose another --output_dir, or delete the folder")
     checkpoint_path = resume_path(config.resume, files.checkpoint)
     checkpoint = None
     if checkpoint_path is not None:

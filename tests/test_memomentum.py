@@ -1,7 +1,6 @@
 """The Me-Momentum loop's control flow (METHOD.md §3) on real tiny runs, checked against an
 independent replay of the pseudocode, plus the named quirky rules."""
-import json
-
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +148,33 @@ def test_same_seed_same_results_and_other_seed_differs(tmp_path, monkeypatch):
     third.mkdir()
     run_in_process(TINY_DIGITS + ["--output_dir", "run", "--seed", "2"], third, monkeypatch)
     assert comparable(third / "run")[1] != comparable(first / "run")[1]
+
+
+class NeverAgrees(MeMomentumRun):
+    """The real loop, with 'latest' weights biased to always predict class 0."""
+
+    def _keep_latest(self):
+        super()._keep_latest()
+        self.latest_weights["classifier.5.bias"][0] = 1e4
+
+
+def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, monkeypatch):
+    from data.formats import write_mnist
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (120, 28, 28), dtype=np.uint8)
+    labels = rng.integers(1, 10, 120)  # no example is labelled 0: nothing can agree
+    write_mnist(tmp_path / "files", images, labels, images[:20], labels[:20])
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(TrainConfig, ["--dataset", "mnist", "--data_path", "files", "--noise_rate", "0",
+                                        "--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "3",
+                                        "--output_dir", "run"], "")
+    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    files = RunFiles(config.run_dir)
+    files.create()
+    lines = []
+    state = NeverAgrees(experiment, files, log=lines.append).run()
+    assert state.rounds and all(r["confident_size"] == 0 and r["empty"] for r in state.rounds)
+    assert any("no prediction agrees" in line for line in lines)
+    inner_epochs = [m for m in files.read_metrics() if m["kind"] == "epoch" and m["phase"] == "inner"]
+    assert inner_epochs and all(m["train_size"] == experiment.num_train for m in inner_epochs)

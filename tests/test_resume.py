@@ -158,6 +158,16 @@ def test_finished_run_is_not_run_again(tmp_path):
     assert again.returncode == 0 and "has finished" in again.stdout
 
 
+def test_existing_run_is_never_overwritten(tmp_path):
+    args = TINY_DIGITS + ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
+                          "--output_dir", "run"]
+    assert run_main(args, tmp_path).returncode == 0
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = run_main(args, tmp_path)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
 def test_non_finite_loss_names_epoch_and_checkpoint(tmp_path):
     done = run_main(TINY_DIGITS + ["--lr", "1e12", "--output_dir", "run"], tmp_path)
     assert done.returncode == 3, done.stderr
