@@ -327,7 +327,7 @@ def test_resume_refuses_a_changed_config_and_an_unasked_overwrite(finished_run, 
         run_clothing(parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir), "x"),
                      init_distributed("cpu"), lambda: False)
     changed = parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir, "--resume", "auto", "--lr", "0.1"), "x")
-    with pytest.raises(CheckpointError, match=r"--lr 0\.005 -> 0\.1"):
+    with pytest.raises(CheckpointError, match=r"--lr \(saved 0\.005, given 0\.1\)"):
         run_clothing(changed, init_distributed("cpu"), lambda: False)
 
 

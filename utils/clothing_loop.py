@@ -40,6 +40,7 @@ from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
 from models.pretrained import StateDict, build_classifier, load_imagenet_state
 from utils.atomic import atomic_torch_save
 from utils.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
+from utils.resume import load_compatible_checkpoint, resume_path
 from utils.clothing_config import RESUME_NEUTRAL_FIELDS, ClothingConfig
 from utils.config import config_to_dict
 from utils.distributed import (DistContext, all_reduce_sum, any_rank, barrier, broadcast_buffers,
@@ -631,15 +632,16 @@ def unneeded_weight_files(state: LoopState) -> list[str]:
 def start_or_resume(session: Session) -> tuple[LoopState, dict[str, Any] | None]:
     """A fresh state, or the state of the checkpoint --resume names (after checking it fits)."""
     config, files = session.config, session.files
-    checkpoint_path = resume_path(config, files)
+    checkpoint_path = clothing_resume_path(config, files)
     if checkpoint_path is None:
         if session.context.is_main:
             files.create()
             files.write_config(config_to_dict(config))
             files.truncate_metrics(0)
         return LoopState(config.num_classes, np.arange(len(session.splits.train), dtype=np.int64)), None
-    saved = load_checkpoint(checkpoint_path)
-    check_resumable(saved, config, checkpoint_path)
+    saved = load_compatible_checkpoint(checkpoint_path, config_to_dict(config), RESUME_NEUTRAL_FIELDS)
+    if "state" not in saved:
+        raise CheckpointError(f"{checkpoint_path} is not a Clothing.py checkpoint")
     if saved["world_size"] != session.context.world_size:
         session.log(f"WARNING: the checkpoint was written by {saved['world_size']} process(es), this run has "
                     f"{session.context.world_size}: batches and augmentation will differ from an uninterrupted run")
@@ -655,28 +657,12 @@ def start_or_resume(session: Session) -> tuple[LoopState, dict[str, Any] | None]
     return state, saved
 
 
-def resume_path(config: ClothingConfig, files: RunFiles) -> Path | None:
-    if config.resume == "auto":
-        return files.checkpoint if files.checkpoint.is_file() else None
-    if config.resume:
-        return Path(config.resume)
-    if files.checkpoint.is_file():
+def clothing_resume_path(config: ClothingConfig, files: RunFiles) -> Path | None:
+    """The checkpoint --resume names; without --resume a run folder is never overwritten."""
+    if not config.resume and files.checkpoint.is_file():
         raise CheckpointError(f"{files.run_dir} already holds a run (checkpoint.pt); pass --resume auto to "
                               f"continue it, or choose another --output_dir")
-    return None
-
-
-def check_resumable(saved: dict[str, Any], config: ClothingConfig, path: Path) -> None:
-    """Refuse a checkpoint whose configuration differs in a field that changes results."""
-    if "state" not in saved or "config" not in saved:
-        raise CheckpointError(f"{path} is not a Clothing.py checkpoint")
-    now = config_to_dict(config)
-    differences = [f"--{name} {saved['config'].get(name)!r} -> {value!r}" for name, value in now.items()
-                   if name not in RESUME_NEUTRAL_FIELDS and saved["config"].get(name) != value]
-    if differences:
-        raise CheckpointError(f"cannot resume from {path}: the configuration differs in "
-                              f"{'; '.join(differences)} (these change results; use the original flags "
-                              f"or a new --output_dir)")
+    return resume_path(config.resume, files.checkpoint)
 
 
 def append_metrics(session: Session, record: dict[str, Any]) -> None:
