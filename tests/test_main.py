@@ -141,3 +141,14 @@ def test_help_explains_every_flag(tmp_path):
                  "--dataset", "--data_percent", "--data_path", "--noise_type", "--noise_rate",
                  "--max_outer_loop", "--max_inner_loop", "--method", "--select", "--resume"):
         assert flag in done.stdout
+
+
+def test_options_run_together(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = TINY_DIGITS + ["--amp", "--channels_last", "--predict_clean", "--select", "small_loss",
+                          "--tensorboard", "--num_threads", "1", "--max_outer_loop", "1",
+                          "--output_dir", "run"]
+    assert main_module.main(args) == 0
+    result, _ = assert_complete_run(tmp_path / "run", "memomentum")
+    assert result["config"]["select"] == "small_loss" and result["rounds"]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
