@@ -119,8 +119,6 @@ def run_main(config: TrainConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        if argv is None and len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
-            parse_config(TrainConfig, ["--help"], DESCRIPTION, prog="main.py")
         return run_main(parse_config(TrainConfig, argv, DESCRIPTION, prog="main.py"))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

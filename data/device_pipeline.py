@@ -60,10 +60,9 @@ class DevicePipeline:
         return EpochDraws(order.to(self.device), offsets, flips)
 
     def batches(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-                draws: EpochDraws, start_batch: int = 0
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+                draws: EpochDraws) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
         """Yield (normalised images, labels, positions in `images`) batch by batch."""
-        for start in range(start_batch * batch_size, len(draws.order), batch_size):
+        for start in range(0, len(draws.order), batch_size):
             stop = start + batch_size
             index = draws.order[start:stop]
             batch = images[index]

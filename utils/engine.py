@@ -58,8 +58,7 @@ class StopRequested(Exception):
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    amp: bool = False, should_stop: Callable[[], bool] | None = None,
-                    stats: EpochStats | None = None) -> EpochStats:
+                    amp: bool = False, should_stop: Callable[[], bool] | None = None) -> EpochStats:
     """One pass of SGD over `batches`. Loss and accuracy are summed on the device and read once."""
     loss_fn = loss_fn or nn.functional.cross_entropy
     model.train()
@@ -79,11 +78,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
         count += labels.numel()
         if should_stop is not None and should_stop():
             raise StopRequested
-    stats = stats or EpochStats()
-    stats.loss_sum += float(loss_sum)
-    stats.correct += int(correct)
-    stats.count += count
-    return stats
+    return EpochStats(float(loss_sum), int(correct), count)
 
 
 def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], amp: bool = False) -> torch.Tensor:
