@@ -46,14 +46,13 @@ from utils.config import config_to_dict
 from utils.distributed import (DistContext, all_reduce_sum, any_rank, barrier, broadcast_buffers,
                                gather_sharded, main_process_first, shard_for_training, shard_indices,
                                unwrap_model, wrap_model)
-from utils.engine import StopRequested, accuracy, predict_logits, train_one_epoch
+from utils.engine import StopRequested, accuracy, make_sgd, predict_logits, train_one_epoch, uses_channels_last
 from utils.errors import CheckpointError, UserError
 from utils.preemption import NonFiniteLoss, Preempted
 from utils.progress import progress_enabled, with_progress
 from utils.provenance import describe_device, git_commit, versions
 from utils.run_files import RunFiles, append_results_log
 
-MOMENTUM = 0.9
 MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
 GAMMA = 0.1
 STOP_POLL_EVERY = 8     # batches between collective checks for a stop request
@@ -537,7 +536,8 @@ def open_session(config: ClothingConfig, context: DistContext, should_stop: Call
             imagenet_state = load_imagenet_state(config.arch, config.weights)
     files = RunFiles(config.run_dir)
     session = Session(config, context, files, splits, loader,
-                      DeviceBatchTransform(context.device, config.image_size, config.channels_last),
+                      DeviceBatchTransform(context.device, config.image_size,
+                                           uses_channels_last(config.channels_last, context.device)),
                       imagenet_state, class_counts(splits.labels[splits.val], config.num_classes),
                       should_stop, context.is_main and progress_enabled(config.no_progress))
     session.log(f"Clothing1M: {len(splits.train)} noisy training, {len(splits.val)} clean validation, "
@@ -552,7 +552,8 @@ def open_session(config: ClothingConfig, context: DistContext, should_stop: Call
 def network(session: Session, imagenet_state: StateDict | None) -> nn.Module:
     config = session.config
     model = build_classifier(config.arch, config.num_classes, imagenet_state).to(session.device)
-    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+    channels_last = uses_channels_last(config.channels_last, session.device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def network_without_drawing(session: Session, imagenet_state: StateDict | None) -> nn.Module:
@@ -572,8 +573,7 @@ def new_trainer(session: Session, saved: dict[str, Any] | None = None) -> Traine
         model = network_without_drawing(session, None)
         model.load_state_dict(saved["model"])
     model = wrap_model(model, session.context, sync_batchnorm=not config.no_sync_bn)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=MOMENTUM,
-                                weight_decay=config.weight_decay)
+    optimizer = make_sgd(model.parameters(), config.lr, config.weight_decay, config.sgd)
     return Trainer(model, optimizer, MultiStepLR(optimizer, milestones=list(MILESTONES), gamma=GAMMA))
 
 

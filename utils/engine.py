@@ -34,6 +34,41 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+MEMORY_FORMATS = ("auto", "on", "off")  # --channels_last
+
+
+def uses_channels_last(setting: str, device: torch.device) -> bool:
+    """Whether images and convolution weights go channels-last.
+
+    "auto" turns it on for the CPU only: there oneDNN's channels-last convolutions and max-pool
+    make a LeNet step ~20 % and a ResNet-18 step ~6 % faster (2-core CPU); on GPUs the gain
+    depends on the card and --amp, so it is left to the user. The convolutions round
+    differently from the default layout in the last bits; nothing else changes.
+    """
+    if setting not in MEMORY_FORMATS:
+        raise ValueError(f"unknown --channels_last setting {setting!r}; choose one of {MEMORY_FORMATS}")
+    return setting == "on" or (setting == "auto" and device.type == "cpu")
+
+
+SGD_KERNELS = ("fused", "plain")
+SGD_MOMENTUM = 0.9  # official, for every dataset
+
+
+def make_sgd(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float,
+             kernels: str = "fused") -> torch.optim.SGD:
+    """SGD with momentum 0.9, as in the official code.
+
+    "fused" runs the whole update (weight decay, momentum, step) as one kernel per parameter:
+    the same arithmetic as torch's default ("plain") kernels, rounded differently in the last
+    bit now and then, and about 3× cheaper per step for a small network on the CPU, where the
+    per-tensor Python work of the default implementation rivals LeNet's backward pass.
+    """
+    if kernels not in SGD_KERNELS:
+        raise ValueError(f"unknown SGD kernels {kernels!r}; choose one of {SGD_KERNELS}")
+    return torch.optim.SGD(parameters, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay,
+                           fused=True if kernels == "fused" else None)
+
+
 @dataclass
 class EpochStats:
     """Sums over one pass (kept as sums so that distributed ranks can add them up)."""
@@ -66,13 +101,16 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
+    optimizer.zero_grad(set_to_none=True)
     for images, labels in batches:
         with autocast(device, amp):
             logits = model(images)
             loss = loss_fn(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        # Clearing the gradients right after the step, not before the next backward, is the same
+        # thing and costs less: they are still in the cache (a few % of a LeNet step on a CPU).
+        optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach().double() * labels.numel()
         correct += (logits.detach().argmax(1) == labels).sum()
         count += labels.numel()

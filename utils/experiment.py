@@ -11,8 +11,8 @@ from torch import nn
 from data.device_pipeline import DevicePipeline, images_to_device
 from data.noisy_dataset import NoisyDataset
 from models import build_model
-from utils.engine import (EpochStats, accuracy, class_balanced_accuracy, images_only,
-                          predict_logits, train_one_epoch)
+from utils.engine import (EpochStats, accuracy, class_balanced_accuracy, images_only, make_sgd,
+                          predict_logits, train_one_epoch, uses_channels_last)
 from utils.progress import with_progress
 from utils.train_config import TrainConfig
 
@@ -27,8 +27,9 @@ class Experiment:
         self.show_progress = show_progress
         self.generator = torch.Generator().manual_seed(config.seed)
         preset = config.preset
+        self.channels_last = uses_channels_last(config.channels_last, device)
         self.pipeline = DevicePipeline(preset.mean, preset.std, preset.crop_and_flip, device,
-                                       config.channels_last)
+                                       self.channels_last)
         all_images = images_to_device(dataset.vision.train_images, device)
         noisy = torch.from_numpy(dataset.noisy_labels).long().to(device)
         clean = torch.from_numpy(dataset.clean_labels).long().to(device)
@@ -47,24 +48,28 @@ class Experiment:
     def new_model(self) -> nn.Module:
         """A fresh network (initialised from torch's global generator, seeded once per run)."""
         model = build_model(self.config.preset.network, self.num_classes).to(self.device)
-        if self.config.channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
 
     def new_optimizer(self, model: nn.Module) -> torch.optim.SGD:
-        return torch.optim.SGD(model.parameters(), lr=self.config.lr, momentum=0.9,
-                               weight_decay=self.config.weight_decay)
+        return make_sgd(model.parameters(), self.config.lr, self.config.weight_decay, self.config.sgd)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                     subset: torch.Tensor | None, description: str) -> EpochStats:
         """One shuffled, augmented pass over the training examples at positions `subset` (None: all)."""
-        images = self.train_images if subset is None else self.train_images[subset]
-        labels = self.train_labels if subset is None else self.train_labels[subset]
+        images = self.train_images if subset is None else self.train_images.index_select(0, subset)
+        labels = self.train_labels if subset is None else self.train_labels.index_select(0, subset)
         draws = self.pipeline.draw_epoch(len(labels), self.generator, shuffle=True, augment=True)
         batches = ((x, y) for x, y, _ in self.pipeline.batches(images, labels, self.config.batch_size, draws))
         total = -(-len(labels) // self.config.batch_size)
         batches = with_progress(batches, total, description, self.show_progress)
-        return train_one_epoch(model, optimizer, batches, amp=self.config.amp, should_stop=self.should_stop)
+        return train_one_epoch(model, optimizer, batches, self.training_loss, amp=self.config.amp,
+                               should_stop=self.should_stop)
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy against the (noisy or confident) labels, as in the official code."""
+        return nn.functional.cross_entropy(logits, labels)
 
     def logits(self, model: nn.Module, images: torch.Tensor, augment: bool) -> torch.Tensor:
         """Logits in the order of `images`; `augment` applies the training augmentation."""
