@@ -7,21 +7,27 @@ Three parts, each printed as a table:
 
 (a, b) Training epochs. LeNet on MNIST-sized data (54,000 images, no augmentation) and ResNet-18
    on CIFAR-sized data (45,000 images, random crop pad 4 + flip), batch 128. "ours" is what
-   utils/experiment.py does (uint8 images on the device, DevicePipeline, train_one_epoch);
-   "baseline" is the official code's input pipeline (a Dataset applying torchvision transforms
-   to one PIL image at a time, DataLoader with min(8, cpus) workers, `.to(device)` per batch)
-   feeding the same train_one_epoch, model and SGD step. On CUDA a full epoch is timed; on CPU
+   utils/experiment.py does (uint8 images on the device, DevicePipeline, train_one_epoch, our
+   network and make_sgd). "baseline" is what the official code does: a Dataset applying
+   torchvision transforms to one PIL image at a time, a DataLoader with its 8 workers,
+   `.to(device)` per batch, and its training epoch (top-1/top-5 accuracy and the loss read back
+   per batch) over its network (LeNet written conv → ReLU → pool; ours pools first, which is
+   bit-identical, see models/lenet.py) with torch's default SGD kernels (ours: fused, `--sgd`).
+   A third line, the baseline's input pipeline feeding our epoch, network and SGD, isolates the
+   input pipeline's share of the gain. On CUDA a full epoch is timed; on CPU
    only the first few batches, and the epoch time is extrapolated as
    first batch (start-up included) + mean of the following batches × (batches per epoch - 1).
-   Each repeat times both pipelines back to back, alternating which goes first; the table shows
+   Each repeat times every line back to back, alternating which goes first; the table shows
    median times and the median of the per-repeat ratios (the machine may be shared, so only the
    ratios are comparable between runs). "speed-up" = baseline time / our time (> 1: ours faster).
    "data only" is batches prepared per second with no model (after the first batch), which
    isolates the input pipeline; num_workers=0 is shown for reference.
 (c) A short real run of main.py's code path (MNIST, LeNet, Experiment + MeMomentumRun) with hooks
-   on the network (forward), its output's gradient (backward starts) and the optimizer (backward
-   ends when the step begins), splitting wall time into forward/backward (evaluation and
-   extraction forwards included) and everything else; the project's goal is < 10 % outside.
+   on the network (a forward pass starts), the training loss (the forward pass ends with the
+   loss, and train_one_epoch's next statement is loss.backward()) and the optimizer (backward
+   ends when the step begins), splitting wall time into forward/backward (evaluation and extraction
+   forwards included) and everything else: input pipeline, optimizer step, zeroing gradients,
+   metrics, bookkeeping, checkpoints; the project's goal is < 10 % outside.
    Every stamp syncs the device, so on a GPU the split is indicative (CPU/GPU overlap is lost).
 
 Reading the numbers: on a CPU shared with other jobs, torch's OpenMP threads wait for each other
@@ -37,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
@@ -58,14 +65,16 @@ from data.noisy_dataset import build_noisy_dataset  # noqa: E402
 from data.presets import PRESETS, DatasetPreset  # noqa: E402
 from data.vision import load_vision_data, missing_files  # noqa: E402
 from models import build_model  # noqa: E402
+from models.lenet import LeNet  # noqa: E402
 from utils.config import config_to_dict  # noqa: E402
-from utils.engine import select_device, train_one_epoch  # noqa: E402
+from utils.engine import make_sgd, select_device, train_one_epoch, uses_channels_last  # noqa: E402
 from utils.experiment import Experiment  # noqa: E402
 from utils.memomentum import MeMomentumRun  # noqa: E402
 from utils.run_files import RunFiles  # noqa: E402
 from utils.train_config import TrainConfig  # noqa: E402
 
 BATCH_SIZE = 128
+OFFICIAL_WORKERS = 8  # the official DataLoaders' num_workers, whatever the machine
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -88,7 +97,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1 ...")
     parser.add_argument("--quick", action="store_true", help="fewer batches and a shorter loop (~1-2 min on 2 CPUs)")
-    parser.add_argument("--repeats", type=int, default=0, help="alternating repeats per workload (0: 3, or 1 with --quick)")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="alternating repeats per workload (0: 3, or 1 with --quick)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--data_path", default="/work/shared/data",
                         help="folder with MNIST/raw or cifar-10-batches-py; random images of the same shape otherwise")
@@ -145,6 +155,57 @@ def official_transform(preset: DatasetPreset) -> transforms.Compose:
     return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(preset.mean, preset.std)])
 
 
+class OfficialLeNet(LeNet):
+    """The official code's LeNet: ReLU before max-pool in each block (same parameters as ours)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        conv1, _, _, conv2, _, _ = self.features
+        hidden = nn.functional.max_pool2d(nn.functional.relu(conv1(images)), 2)
+        hidden = nn.functional.max_pool2d(nn.functional.relu(conv2(hidden)), 2)
+        return self.classifier(hidden)
+
+
+@dataclass
+class Trainee:
+    """A network, its optimizer and the epoch function that trains it."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    train_epoch: Callable[[nn.Module, torch.optim.Optimizer, Iterable], object]
+
+
+def trainees(preset: DatasetPreset, device: torch.device, channels_last: bool) -> tuple[Trainee, Trainee]:
+    """Ours (as utils/experiment.py builds it) and the official network and SGD, from the same weights."""
+    torch.manual_seed(0)
+    ours = build_model(preset.network, preset.num_classes).to(device)
+    official = OfficialLeNet(preset.num_classes) if preset.network == "lenet" else build_model(
+        preset.network, preset.num_classes)
+    official.load_state_dict(ours.state_dict())
+    official.to(device)
+    if channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+    return (Trainee(ours, make_sgd(ours.parameters(), lr=0.01, weight_decay=1e-4), train_one_epoch),
+            Trainee(official, torch.optim.SGD(official.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4),
+                    official_train_epoch))
+
+
+def official_train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable) -> None:
+    """The official code's training epoch: per batch, top-1/top-5 accuracy and the loss read
+    back to the host for its running averages."""
+    model.train()
+    loss_sum = top1_sum = count = 0.0
+    for images, labels in batches:
+        logits = model(images)
+        loss = nn.functional.cross_entropy(logits, labels)
+        top5 = logits.topk(5, 1, True, True).indices.t().eq(labels.view(1, -1))
+        top1_sum += float(top5[:1].reshape(-1).float().sum(0, keepdim=True).mul_(100.0 / len(labels))[0]) * len(labels)
+        loss_sum += loss.item() * len(labels)
+        count += len(labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def baseline_batches(loader: DataLoader, device: torch.device) -> Batches:
     for images, labels in loader:
         yield images.to(device), labels.to(device)
@@ -161,7 +222,7 @@ def stamped(batches: Iterable, device: torch.device, stamps: list[float]) -> Ite
         stamps.append(time.perf_counter())
 
 
-def epoch_seconds(make_batches: Callable[[], Batches], model: nn.Module, optimizer: torch.optim.Optimizer,
+def epoch_seconds(make_batches: Callable[[], Batches], trainee: Trainee,
                   limit: int, num_batches: int, device: torch.device) -> float:
     """Seconds for one training epoch; extrapolated from the first `limit` batches when fewer."""
     source, stamps = make_batches(), []
@@ -170,7 +231,7 @@ def epoch_seconds(make_batches: Callable[[], Batches], model: nn.Module, optimiz
         batches = stamped(batches, device, stamps)
     sync(device)
     start = time.perf_counter()
-    train_one_epoch(model, optimizer, batches)  # ends by reading its sums: the device is done
+    trainee.train_epoch(trainee.model, trainee.optimizer, batches)  # both end by reading sums: the device is done
     end = time.perf_counter()
     source.close()  # a DataLoader stopped early shuts its workers down here, outside the timing
     if not stamps:
@@ -215,7 +276,7 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
     on_cpu = device.type == "cpu"
     limit = (workload.quick_batches if args.quick else workload.cpu_batches) if on_cpu else num_batches
     data_limit = min(num_batches, 30 if args.quick else 100)
-    workers = min(8, os.cpu_count() or 1)
+    workers = OFFICIAL_WORKERS
 
     sync(device)
     setup_start = time.perf_counter()
@@ -223,7 +284,8 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
     device_labels = torch.from_numpy(labels).long().to(device)
     sync(device)
     setup_s = time.perf_counter() - setup_start
-    pipeline = DevicePipeline(preset.mean, preset.std, preset.crop_and_flip, device)
+    channels_last = uses_channels_last("auto", device)  # main.py's default
+    pipeline = DevicePipeline(preset.mean, preset.std, preset.crop_and_flip, device, channels_last)
     generator = torch.Generator().manual_seed(0)
     dataset = OfficialStyleDataset(images, labels, official_transform(preset))
 
@@ -231,21 +293,25 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
         return our_batches(pipeline, device_images, device_labels, generator)
 
     def baseline(num_workers: int) -> Callable[[], Batches]:
+        # The official 8 workers may exceed this machine's CPUs; DataLoader's warning says so.
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
         loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=num_workers,
                             pin_memory=device.type == "cuda")
         return lambda: baseline_batches(loader, device)
 
-    torch.manual_seed(0)
-    model = build_model(preset.network, preset.num_classes).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    epoch_seconds(ours, model, optimizer, 1, 1, device)  # one warm-up step: kernels, allocator
+    our_net, official_net = trainees(preset, device, channels_last)
+    for trainee in (our_net, official_net):  # one warm-up step each: kernels, allocator
+        epoch_seconds(ours, trainee, 1, 1, device)
 
-    pipelines = {"ours": ours, f"baseline ({workers} workers)": baseline(workers)}
+    baseline_name = f"baseline ({workers} workers)"
+    epochs = {"ours": (ours, our_net), baseline_name: (baseline(workers), official_net),
+              "baseline, our net + SGD": (baseline(workers), our_net)}
+    data = {"ours": ours, baseline_name: baseline(workers), "baseline (0 workers)": baseline(0)}
     result = Measurements(
-        alternating(args.repeats, {name: partial(epoch_seconds, make, model, optimizer, limit, num_batches, device)
-                                   for name, make in pipelines.items()}),
+        alternating(args.repeats, {name: partial(epoch_seconds, make, trainee, limit, num_batches, device)
+                                   for name, (make, trainee) in epochs.items()}),
         alternating(args.repeats, {name: partial(data_rate, make, data_limit, device)
-                                   for name, make in {**pipelines, "baseline (0 workers)": baseline(0)}.items()}))
+                                   for name, make in data.items()}))
     info = {"source": source, "num_batches": num_batches, "limit": limit, "data_limit": data_limit,
             "setup_s": setup_s}
     return result, info
@@ -261,17 +327,20 @@ def print_workload(workload: Workload, result: Measurements, info: dict) -> None
     print(f"\n{workload.title}: {workload.num_train} images ({info['source']}), batch {BATCH_SIZE}, "
           f"{timed}; data only over {info['data_limit']} batches; ours copies the set to the device "
           f"once in {info['setup_s']:.3f}s")
-    print(f"  {'pipeline':<24}{'epoch (s)':>12}{'epochs/s':>12}{'data batches/s':>17}")
-    for name in result.data_rate:
-        times = result.epoch_s.get(name)
+    print(f"  {'pipeline':<28}{'epoch (s)':>12}{'epochs/s':>12}{'data batches/s':>17}")
+    for name in {**result.epoch_s, **result.data_rate}:
+        times, rates = result.epoch_s.get(name), result.data_rate.get(name)
         epoch = f"{statistics.median(times):12.2f}{1 / statistics.median(times):12.4f}" if times else " " * 24
-        print(f"  {name:<24}{epoch}{statistics.median(result.data_rate[name]):17.1f}")
-    ours, *baselines = result.data_rate
-    for name in baselines:
-        epoch = (f"epoch x{median_ratio(result.epoch_s[name], result.epoch_s[ours]):.2f}, "
-                 if name in result.epoch_s else "")
-        print(f"  speed-up ours vs {name}: {epoch}"
-              f"data only x{median_ratio(result.data_rate[ours], result.data_rate[name]):.1f}")
+        rate = f"{statistics.median(rates):17.1f}" if rates else ""
+        print(f"  {name:<28}{epoch}{rate}")
+    ours = "ours"
+    for name in result.epoch_s:
+        if name != ours:
+            print(f"  speed-up ours vs {name}: epoch x{median_ratio(result.epoch_s[name], result.epoch_s[ours]):.2f}")
+    for name in result.data_rate:
+        if name != ours:
+            print(f"  speed-up ours vs {name}: data only "
+                  f"x{median_ratio(result.data_rate[ours], result.data_rate[name]):.1f}")
 
 
 # --------------------------------------------------------------------------- (c) the real loop
@@ -329,7 +398,7 @@ class TimedExperiment(Experiment):
         self.clock = clock
         preset = config.preset
         self.pipeline = TimedPipeline(clock, preset.mean, preset.std, preset.crop_and_flip, self.device,
-                                      config.channels_last)
+                                      self.channels_last)
 
     def new_model(self) -> nn.Module:
         model = super().new_model()
@@ -338,10 +407,14 @@ class TimedExperiment(Experiment):
         return model
 
     def _forward_done(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
-        training = output.requires_grad
-        self.clock.stop("forward", "training forward" if training else "evaluation forward")
-        if training:  # backward reaches the network when its output's gradient is ready ...
-            output.register_hook(lambda grad: self.clock.start("backward"))
+        if not output.requires_grad:  # a training forward pass ends with its loss
+            self.clock.stop("forward", "evaluation forward")
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = super().training_loss(logits, labels)
+        self.clock.stop("forward", "training forward")
+        self.clock.start("backward")  # train_one_epoch calls loss.backward() next ...
+        return loss
 
     def new_optimizer(self, model: nn.Module) -> torch.optim.SGD:
         optimizer = super().new_optimizer(model)
@@ -409,7 +482,7 @@ def print_loop(seconds: dict[str, float], loop_s: float, setup_s: float, epochs:
     for key in ("training forward", "backward", "evaluation forward", "optimizer step", "input pipeline",
                 "checkpoint + weight files"):
         print(f"  {key:<30}{seconds[key]:10.2f}{100 * seconds[key] / loop_s:10.1f}%")
-    print(f"  {'other (loss, metrics, Python)':<30}{rest:10.2f}{100 * rest / loop_s:10.1f}%")
+    print(f"  {'other (zero_grad, metrics, ...)':<30}{rest:10.2f}{100 * rest / loop_s:10.1f}%")
     outside = loop_s - passes
     print(f"  outside forward/backward: {100 * outside / loop_s:.1f}% of the loop, "
           f"{100 * (outside + setup_s) / (loop_s + setup_s):.1f}% with the set-up; "
