@@ -12,7 +12,7 @@ from pathlib import Path
 
 from models.pretrained import ARCHITECTURES
 from utils.config import option, require
-from utils.engine import MEMORY_FORMATS, SGD_KERNELS
+from utils.kernel_options import channels_last_option, sgd_option
 
 # Flags that change neither the numbers nor the trajectory of a run: they may differ on --resume.
 RESUME_NEUTRAL_FIELDS = frozenset({
@@ -56,13 +56,8 @@ class ClothingConfig:
     device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), or a torch device like cuda:1; "
                                  "under torchrun each process takes cuda:LOCAL_RANK")
     amp: bool = option(False, "bfloat16 autocast on devices that support it")
-    channels_last: str = option("auto", "channels-last memory format for images and convolutions: on, off, "
-                                         "or auto (on on the CPU, where it is faster; off on GPUs and MPS); "
-                                         "a bare --channels_last means on",
-                                 choices=MEMORY_FORMATS, nargs="?", const="on")
-    sgd: str = option("fused", "SGD kernels: fused (one kernel per parameter; ~3x cheaper steps for small "
-                               "networks) or plain (torch's default, as the official code); same update, "
-                               "last-bit rounding differs", choices=SGD_KERNELS)
+    channels_last: str = channels_last_option()
+    sgd: str = sgd_option()
     output_dir: str = option("", "run folder; default runs/clothing1m-seed{seed}")
     resume: str = option("", "'auto' continues the run in --output_dir if it has a checkpoint; "
                              "or a checkpoint path")

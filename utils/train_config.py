@@ -11,7 +11,7 @@ from pathlib import Path
 
 from data.presets import PRESETS, DatasetPreset, noise_types_for
 from utils.config import option, require
-from utils.engine import MEMORY_FORMATS, SGD_KERNELS
+from utils.kernel_options import channels_last_option, sgd_option
 
 METHODS = ("memomentum", "ce")
 SELECTIONS = ("agree", "small_loss")
@@ -58,13 +58,8 @@ class TrainConfig:
                              "or a checkpoint path")
     device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), or a torch device like cuda:1")
     amp: bool = option(False, "bfloat16 autocast on devices that support it")
-    channels_last: str = option("auto", "channels-last memory format for images and convolutions: on, off, "
-                                         "or auto (on on the CPU, where it is faster; off on GPUs and MPS); "
-                                         "a bare --channels_last means on",
-                                 choices=MEMORY_FORMATS, nargs="?", const="on")
-    sgd: str = option("fused", "SGD kernels: fused (one kernel per parameter; ~3x cheaper steps for small "
-                               "networks) or plain (torch's default, as the official code); same update, "
-                               "last-bit rounding differs", choices=SGD_KERNELS)
+    channels_last: str = channels_last_option()
+    sgd: str = sgd_option()
     eval_batch_size: int = option(256, "batch size for validation, test and extraction "
                                        "(the official code uses 2 x batch_size)")
     num_threads: int = option(0, "CPU threads for torch (0: torch's default, all cores); 1 is "
