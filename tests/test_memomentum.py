@@ -178,3 +178,13 @@ def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, mon
     assert any("no prediction agrees" in line for line in lines)
     inner_epochs = [m for m in files.read_metrics() if m["kind"] == "epoch" and m["phase"] == "inner"]
     assert inner_epochs and all(m["train_size"] == experiment.num_train for m in inner_epochs)
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", True), ("off", False)])
+def test_experiment_applies_the_kernel_options(setting, expected):
+    config = parse_config(TrainConfig, TINY_DIGITS + ["--channels_last", setting], "")
+    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    model = experiment.new_model()
+    assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last) == expected
+    assert experiment.pipeline.channels_last == expected
+    assert experiment.new_optimizer(model).defaults["fused"]
