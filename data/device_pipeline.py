@@ -71,10 +71,10 @@ class DevicePipeline:
             yield self.normalise(batch), (labels.index_select(0, index) if labels is not None else None), index
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        out = batch.float().div_(255.0).sub_(self.mean).div_(self.std)  # as ToTensor + Normalize
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        if self.channels_last:  # reorder the uint8 batch: a quarter of the bytes of the float one
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        # as ToTensor + Normalize; float() and the in-place steps keep the memory format
+        return batch.float().div_(255.0).sub_(self.mean).div_(self.std)
 
 
 def crop_and_flip(batch: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,

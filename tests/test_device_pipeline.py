@@ -63,3 +63,13 @@ def test_same_generator_seed_same_draws():
     a = pipeline.draw_epoch(100, torch.Generator().manual_seed(3), True, True)
     b = pipeline.draw_epoch(100, torch.Generator().manual_seed(3), True, True)
     assert torch.equal(a.order, b.order) and torch.equal(a.offsets, b.offsets)
+
+
+def test_channels_last_batches_hold_the_same_values():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    standard = DevicePipeline(mean, std, True, torch.device("cpu")).normalise(images)
+    channels_last = DevicePipeline(mean, std, True, torch.device("cpu"), channels_last=True).normalise(images)
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
+    assert not standard.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(channels_last, standard)
