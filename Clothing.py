@@ -16,7 +16,7 @@ from utils.clothing_config import ClothingConfig
 from utils.clothing_loop import run_clothing
 from utils.config import format_config, parse_config
 from utils.distributed import DistContext, cleanup, init_distributed
-from utils.errors import UserError
+from utils.errors import UserError, report
 from utils.preemption import NON_FINITE_EXIT_CODE, PREEMPTED_EXIT_CODE, NonFiniteLoss, Preempted, StopFlag
 
 
@@ -37,8 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_once(context, f"error: {error}")
         return NON_FINITE_EXIT_CODE
     except UserError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     finally:
         cleanup()
     return 0

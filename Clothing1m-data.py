@@ -22,7 +22,7 @@ from data.clothing_index import (INDEX_FILE_NAME, NUM_CLASSES, SPLITS, build_ind
                                  index_to_bytes, missing_images, read_all_splits, unlabelled_report)
 from utils.atomic import atomic_write_bytes, atomic_write_text
 from utils.config import format_config, option, parse_config, require
-from utils.errors import DatasetError, UserError
+from utils.errors import DatasetError, UserError, report
 from utils.progress import progress_enabled
 
 SHOWN_PATHS = 5
@@ -125,8 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Clothing1m-data.py\n{format_config(config)}")
         build(config)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     return 0
 
 

@@ -18,7 +18,7 @@ import torch
 from data.noisy_dataset import NoisyDataset, build_noisy_dataset, save_noisy_labels
 from utils.config import config_to_dict, format_config, parse_config
 from utils.engine import select_device
-from utils.errors import UserError
+from utils.errors import UserError, report
 from utils.experiment import Experiment
 from utils.memomentum import LoopState, MeMomentumRun
 from utils.preemption import (NON_FINITE_EXIT_CODE, PREEMPTED_EXIT_CODE, NonFiniteLoss, Preempted,
@@ -121,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_main(parse_config(TrainConfig, argv, DESCRIPTION, prog="main.py"))
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     except NonFiniteLoss as error:
         print(f"error: {error}", file=sys.stderr)
         return NON_FINITE_EXIT_CODE

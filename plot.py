@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from utils.errors import UserError
+from utils.errors import UserError, report
 from utils.plots import plot_run
 
 
@@ -24,8 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = plot_run(run_dir)
             print(f"{run_dir}: {len(written)} files in {run_dir / 'plots'}")
     except UserError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     return 0
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from utils.errors import UserError
+from utils.errors import UserError, report
 from utils.summary import status_counts, summarize_sweep
 from utils.sweep import (
     Job,
@@ -186,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_slurm(args, jobs, out)
         return run_local(args, jobs, out)
     except UserError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
 
 
 if __name__ == "__main__":

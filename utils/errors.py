@@ -1,4 +1,7 @@
 """Errors a user can fix: entry points print them as one line and exit with code 2."""
+from __future__ import annotations
+
+import sys
 
 
 class UserError(Exception):
@@ -13,3 +16,9 @@ class DatasetError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is unreadable or belongs to a different configuration."""
+
+
+def report(error: UserError) -> int:
+    """Print `error` on stderr as one line ("error: ..."); return the exit code for it."""
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    return error.exit_code
