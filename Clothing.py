@@ -14,10 +14,10 @@ from typing import Sequence
 
 from utils.clothing_config import ClothingConfig
 from utils.clothing_loop import run_clothing
-from utils.config import format_config, parse_config
-from utils.distributed import DistContext, cleanup, init_distributed
+from utils.run.config import format_config, parse_config
+from utils.run.distributed import DistContext, cleanup, init_distributed
 from utils.errors import UserError, report
-from utils.preemption import NON_FINITE_EXIT_CODE, PREEMPTED_EXIT_CODE, NonFiniteLoss, Preempted, StopFlag
+from utils.run.preemption import NON_FINITE_EXIT_CODE, PREEMPTED_EXIT_CODE, NonFiniteLoss, Preempted, StopFlag
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,10 +20,10 @@ from tqdm import tqdm
 from data.clothing import default_num_workers, unreadable_in
 from data.clothing_index import (INDEX_FILE_NAME, NUM_CLASSES, SPLITS, build_index, count_report,
                                  index_to_bytes, missing_images, read_all_splits, unlabelled_report)
-from utils.atomic import atomic_write_bytes, atomic_write_text
-from utils.config import format_config, option, parse_config, require
+from utils.run.atomic import atomic_write_bytes, atomic_write_text
+from utils.run.config import format_config, option, parse_config, require
 from utils.errors import DatasetError, UserError, report
-from utils.progress import progress_enabled
+from utils.run.progress import progress_enabled
 
 SHOWN_PATHS = 5
 

@@ -15,18 +15,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from data.noisy_dataset import NoisyDataset, build_noisy_dataset, save_noisy_labels
-from utils.config import config_to_dict, format_config, parse_config
+from data.noisy_dataset import NoisyDataset
+from utils.run.config import config_to_dict, format_config, parse_config
 from utils.engine import select_device
 from utils.errors import UserError, report
-from utils.experiment import Experiment
+from utils.vision_task import VisionTask, load_dataset, save_noisy_labels
 from utils.memomentum import LoopState, MeMomentumRun
-from utils.preemption import (NON_FINITE_EXIT_CODE, PREEMPTED_EXIT_CODE, NonFiniteLoss, Preempted,
+from utils.run.preemption import (NON_FINITE_EXIT_CODE, PREEMPTED_EXIT_CODE, NonFiniteLoss, Preempted,
                               StopFlag)
-from utils.progress import progress_enabled
-from utils.provenance import describe_device, git_commit, versions
-from utils.resume import load_compatible_checkpoint, resume_path
-from utils.run_files import RunFiles, append_results_log
+from utils.run.progress import progress_enabled
+from utils.run.provenance import describe_device, git_commit, versions
+from utils.run.resume import load_compatible_checkpoint, resume_path
+from utils.run.files import RunFiles, append_results_log
 from utils.train_config import RESUME_NEUTRAL_FIELDS, TrainConfig
 
 DESCRIPTION = "Me-Momentum: extracting hard confident examples from noisily labeled data."
@@ -77,11 +77,11 @@ def train(config: TrainConfig, dataset: NoisyDataset) -> int:
     files.create()
     files.write_config(config_to_dict(config))
     stop_flag = StopFlag().install()
-    experiment = Experiment(config, dataset, device, should_stop=stop_flag,
+    experiment = VisionTask(config, dataset, device, should_stop=stop_flag,
                             show_progress=progress_enabled(config.no_progress))
     scalar_log = None
     if config.tensorboard:
-        from utils.tensorboard_log import ScalarLog
+        from utils.run.tensorboard import ScalarLog
         scalar_log = ScalarLog(files.run_dir / "tensorboard", enabled=True)
     run = MeMomentumRun(experiment, files, log=lambda line: print(line, flush=True), scalar_log=scalar_log)
     if checkpoint is not None:
@@ -108,7 +108,7 @@ def run_main(config: TrainConfig) -> int:
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
-    dataset = build_noisy_dataset(config)
+    dataset = load_dataset(config)
     print(describe_noise(dataset, config), flush=True)
     if config.save_noisy_labels:
         print(f"noisy labels written to {save_noisy_labels(config.save_noisy_labels, dataset, config)}")

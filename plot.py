@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.errors import UserError, report
-from utils.plots import plot_run
+from utils.sweeps.plots import plot_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

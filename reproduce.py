@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.errors import UserError, report
-from utils.summary import status_counts, summarize_sweep
-from utils.sweep import (
+from utils.sweeps.summary import status_counts, summarize_sweep
+from utils.sweeps.grid import (
     Job,
     LocalLauncher,
     SlurmOptions,

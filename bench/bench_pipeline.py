@@ -22,7 +22,7 @@ Three parts, each printed as a table:
    ratios are comparable between runs). "speed-up" = baseline time / our time (> 1: ours faster).
    "data only" is batches prepared per second with no model (after the first batch), which
    isolates the input pipeline; num_workers=0 is shown for reference.
-(c) A short real run of main.py's code path (MNIST, LeNet, Experiment + MeMomentumRun) with hooks
+(c) A short real run of main.py's code path (MNIST, LeNet, VisionTask + MeMomentumRun) with hooks
    on the network (a forward pass starts), the training loss (the forward pass ends with the
    loss, and train_one_epoch's next statement is loss.backward()) and the optimizer (backward
    ends when the step begins), splitting wall time into forward/backward (evaluation and extraction
@@ -60,17 +60,17 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.device_pipeline import DevicePipeline, images_to_device  # noqa: E402
-from data.formats import random_vision_arrays, write_mnist  # noqa: E402
-from data.noisy_dataset import build_noisy_dataset  # noqa: E402
+from tests.formats import random_vision_arrays, write_mnist  # noqa: E402
+
 from data.presets import PRESETS, DatasetPreset  # noqa: E402
 from data.vision import load_vision_data, missing_files  # noqa: E402
 from models import build_model  # noqa: E402
 from models.lenet import LeNet  # noqa: E402
-from utils.config import config_to_dict  # noqa: E402
+from utils.run.config import config_to_dict  # noqa: E402
 from utils.engine import make_sgd, select_device, train_one_epoch, uses_channels_last  # noqa: E402
-from utils.experiment import Experiment  # noqa: E402
+from utils.vision_task import VisionTask, load_dataset  # noqa: E402
 from utils.memomentum import MeMomentumRun  # noqa: E402
-from utils.run_files import RunFiles  # noqa: E402
+from utils.run.files import RunFiles  # noqa: E402
 from utils.train_config import TrainConfig  # noqa: E402
 
 BATCH_SIZE = 128
@@ -131,7 +131,7 @@ def load_arrays(workload: Workload, data_path: str) -> tuple[np.ndarray, np.ndar
 
 def our_batches(pipeline: DevicePipeline, images: torch.Tensor, labels: torch.Tensor,
                 generator: torch.Generator) -> Batches:
-    """Experiment.train_epoch's batches: one epoch's draws, then one gather per batch on the device."""
+    """VisionTask.train_epoch's batches: one epoch's draws, then one gather per batch on the device."""
     draws = pipeline.draw_epoch(len(labels), generator, shuffle=True, augment=True)
     for batch, batch_labels, _ in pipeline.batches(images, labels, BATCH_SIZE, draws):
         yield batch, batch_labels
@@ -390,8 +390,8 @@ class TimedPipeline(DevicePipeline):
             yield batch
 
 
-class TimedExperiment(Experiment):
-    """Experiment whose networks, optimizers and pipeline report to a LoopClock."""
+class TimedExperiment(VisionTask):
+    """VisionTask whose networks, optimizers and pipeline report to a LoopClock."""
 
     def __init__(self, clock: LoopClock, config: TrainConfig, *args, **kwargs) -> None:
         super().__init__(config, *args, **kwargs)
@@ -457,7 +457,7 @@ def run_loop(args: argparse.Namespace, device: torch.device) -> None:
         clock = LoopClock(device)
         setup_start = time.perf_counter()
         torch.manual_seed(config.seed)
-        dataset = build_noisy_dataset(config)
+        dataset = load_dataset(config)
         files = RunFiles(config.run_dir)
         files.create()
         files.write_config(config_to_dict(config))

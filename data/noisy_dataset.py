@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -16,8 +15,6 @@ from data.noise import make_noisy_labels, realised_noise_rate
 from data.presets import HUMAN_NOISE_TYPES
 from data.split import train_val_split
 from data.vision import VisionData, load_vision_data
-from utils.atomic import atomic_write_bytes
-from utils.train_config import TrainConfig
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,36 +31,40 @@ class NoisyDataset:
         return self.vision.train_labels
 
 
-def build_noisy_dataset(config: TrainConfig) -> NoisyDataset:
-    vision = load_vision_data(config.dataset, config.data_path, config.download)
-    if config.noise_type in HUMAN_NOISE_TYPES.get(config.dataset, ()):
+def build_noisy_dataset(dataset: str, data_path: str, noise_type: str, noise_rate: float, seed: int,
+                        data_percent: float, download: bool = False,
+                        cifarn_path: str = "./data/cifar-10-100n") -> NoisyDataset:
+    """Read `dataset` from `data_path`, corrupt every training label, then draw the official split."""
+    vision = load_vision_data(dataset, data_path, download)
+    if noise_type in HUMAN_NOISE_TYPES.get(dataset, ()):
         from data.cifarn import load_human_labels  # only CIFAR-N runs need the label files
-        noisy = load_human_labels(config.cifarn_path, config.dataset, config.noise_type, vision.train_labels)
+        noisy = load_human_labels(cifarn_path, dataset, noise_type, vision.train_labels)
         transition = None
     else:
-        made = make_noisy_labels(vision.train_labels, vision.train_images, config.noise_type,
-                                 config.noise_rate, vision.num_classes, config.seed)
+        made = make_noisy_labels(vision.train_labels, vision.train_images, noise_type,
+                                 noise_rate, vision.num_classes, seed)
         noisy, transition = made.labels, made.transition
-    train_index, val_index = train_val_split(len(noisy), config.data_percent, config.seed)
+    train_index, val_index = train_val_split(len(noisy), data_percent, seed)
     return NoisyDataset(vision, noisy, transition, realised_noise_rate(vision.train_labels, noisy),
                         train_index, val_index)
 
 
-def save_noisy_labels(path: str | Path, dataset: NoisyDataset, config: TrainConfig) -> Path:
-    """Write the noisy labels, clean labels, split and transition matrix as one .npz (atomically)."""
+def noisy_labels_npz(dataset: NoisyDataset, dataset_name: str, noise_type: str, noise_rate: float,
+                     seed: int, data_percent: float) -> bytes:
+    """The noisy labels, clean labels, split and transition matrix as the bytes of one .npz file."""
     arrays = {
         "noisy_labels": dataset.noisy_labels.astype(np.int64),
         "clean_labels": dataset.clean_labels.astype(np.int64),
         "train_index": dataset.train_index.astype(np.int64),
         "val_index": dataset.val_index.astype(np.int64),
         "actual_noise_rate": np.float64(dataset.actual_rate),
-        "dataset": np.str_(config.dataset), "noise_type": np.str_(config.noise_type),
-        "noise_rate": np.float64(config.noise_rate), "seed": np.int64(config.seed),
-        "data_percent": np.float64(config.data_percent),
+        "dataset": np.str_(dataset_name), "noise_type": np.str_(noise_type),
+        "noise_rate": np.float64(noise_rate), "seed": np.int64(seed),
+        "data_percent": np.float64(data_percent),
         "num_classes": np.int64(dataset.vision.num_classes),
     }
     if dataset.transition is not None:
         arrays["transition_matrix"] = dataset.transition
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()

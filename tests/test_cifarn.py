@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data.cifarn import CIFARN_FILES, load_human_labels
-from data.formats import random_vision_arrays, write_cifar
+from tests.formats import random_vision_arrays, write_cifar
 from data.vision import read_cifar
 from utils.errors import DatasetError, UserError
 

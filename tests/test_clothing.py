@@ -20,15 +20,15 @@ from data.clothing import (IGNORED_LABEL, IMAGENET_MEAN, IMAGENET_STD, ClothingI
 from data.clothing_index import INDEX_FILE_NAME, build_index, index_to_bytes, read_all_splits
 from models.pretrained import build_classifier, hub_cache_file, load_imagenet_state, read_state_dict_file
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
-from utils.checkpoint import load_checkpoint
+from utils.run.checkpoint import load_checkpoint
 from utils.clothing_config import ClothingConfig
 from utils.clothing_loop import (ClassWeightedLoss, checkpoint_for_each_class, class_weights,
                                  examples_by_checkpoint, per_class_accuracy_precision, per_class_scores,
                                  rebuild_training_set, run_clothing, update_best_checkpoints)
-from utils.config import parse_config
-from utils.distributed import init_distributed
+from utils.run.config import parse_config
+from utils.run.distributed import init_distributed
 from utils.errors import CheckpointError, DatasetError, UserError
-from utils.preemption import Preempted
+from utils.run.preemption import Preempted
 
 
 @pytest.fixture(autouse=True, scope="module")

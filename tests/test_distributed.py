@@ -24,7 +24,7 @@ from models.pretrained import build_classifier
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
 from utils.clothing_config import ClothingConfig
 from utils.clothing_loop import open_session, predict_by_class_checkpoints, rebuild_training_set
-from utils.distributed import gather_sharded, init_distributed, shard_for_training, shard_indices
+from utils.run.distributed import gather_sharded, init_distributed, shard_for_training, shard_indices
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ WORKER = textwrap.dedent('''
     torch.set_num_threads(1)
     from utils.clothing_config import ClothingConfig
     from utils.clothing_loop import open_session, predict_by_class_checkpoints, rebuild_training_set
-    from utils.distributed import init_distributed
+    from utils.run.distributed import init_distributed
 
     data_root, files, out = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
     context = init_distributed("cpu")

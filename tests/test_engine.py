@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from utils.config import parse_config
+from utils.run.config import parse_config
 from utils.engine import EpochStats, accuracy, class_balanced_accuracy, select_device, uses_channels_last
 from utils.train_config import TrainConfig
 

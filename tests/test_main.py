@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import main as main_module
-from data.formats import random_vision_arrays, write_cifar, write_mnist
+from tests.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
 from data.vision import load_vision_data

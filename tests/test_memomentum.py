@@ -5,12 +5,12 @@ import pytest
 import torch
 
 import main as main_module
-from data.noisy_dataset import build_noisy_dataset
+
 from tests.runs import TINY_DIGITS, comparable, read_run
-from utils.config import parse_config
-from utils.experiment import Experiment
+from utils.run.config import parse_config
+from utils.vision_task import VisionTask, load_dataset
 from utils.memomentum import MeMomentumRun, early_stopping_step, warm_up_finished
-from utils.run_files import RunFiles
+from utils.run.files import RunFiles
 from utils.train_config import TrainConfig
 
 
@@ -98,7 +98,7 @@ def test_loop_follows_the_pseudocode(tmp_path, monkeypatch, extra):
 def test_best_checkpoint_reproduces_reported_test_accuracy(tmp_path, monkeypatch):
     result, _ = run_in_process(TINY_DIGITS + ["--output_dir", "run"], tmp_path, monkeypatch)
     config = parse_config(TrainConfig, TINY_DIGITS + ["--output_dir", "run"], "")
-    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
     model = experiment.new_model()
     model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True))
     assert experiment.test(model) == pytest.approx(result["test_acc"], abs=1e-9)
@@ -126,7 +126,7 @@ def test_each_inner_round_starts_from_the_latest_kept_weights(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     config = parse_config(TrainConfig, TINY_DIGITS + ["--output_dir", "run"], "")
     main_module.seed_everything(config.seed)
-    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
     files = RunFiles(config.run_dir)
     files.create()
     run = RecordingRun(experiment, files, log=lambda line: None)
@@ -159,7 +159,7 @@ class NeverAgrees(MeMomentumRun):
 
 
 def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, monkeypatch):
-    from data.formats import write_mnist
+    from tests.formats import write_mnist
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (120, 28, 28), dtype=np.uint8)
@@ -169,7 +169,7 @@ def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, mon
     config = parse_config(TrainConfig, ["--dataset", "mnist", "--data_path", "files", "--noise_rate", "0",
                                         "--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "3",
                                         "--output_dir", "run"], "")
-    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
     files = RunFiles(config.run_dir)
     files.create()
     lines = []
@@ -183,7 +183,7 @@ def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, mon
 @pytest.mark.parametrize("setting, expected", [("auto", True), ("off", False)])
 def test_experiment_applies_the_kernel_options(setting, expected):
     config = parse_config(TrainConfig, TINY_DIGITS + ["--channels_last", setting], "")
-    experiment = Experiment(config, build_noisy_dataset(config), torch.device("cpu"))
+    experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
     model = experiment.new_model()
     assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last) == expected
     assert experiment.pipeline.channels_last == expected

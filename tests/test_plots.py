@@ -9,9 +9,9 @@ import pytest
 
 import plot
 from utils.errors import UserError
-from utils.plots import boundary_positions, per_class_matrix, plot_run, plot_run_if_stale, plot_sweep, read_metrics
-from utils.summary import collect_summary
-from utils.sweep import expand_runs, parse_grid, write_sweep_record
+from utils.sweeps.plots import boundary_positions, per_class_matrix, plot_run, plot_run_if_stale, plot_sweep, read_metrics
+from utils.sweeps.summary import collect_summary
+from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
 
 PNG_MAGIC, PDF_MAGIC = b"\x89PNG", b"%PDF"
 

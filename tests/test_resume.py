@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import main as main_module
-import utils.atomic
-from data.formats import random_vision_arrays, write_mnist
+import utils.run.atomic
+from tests.formats import random_vision_arrays, write_mnist
 from tests.runs import MAIN, TINY_DIGITS, comparable, run_main
-from utils.atomic import atomic_write_bytes
+from utils.run.atomic import atomic_write_bytes
 from utils.memomentum import MeMomentumRun
 
 
@@ -64,7 +64,7 @@ KILL_POINTS = {
     # mid-epoch: after some SGD steps changed the in-memory model
     "mid_epoch": lambda p: kill_on_call(p, torch.optim.SGD, "step", 20),
     # mid-save: the temporary checkpoint is written but never renamed over the old one
-    "mid_save": lambda p: kill_on_call(p, utils.atomic.os, "replace", 9),
+    "mid_save": lambda p: kill_on_call(p, utils.run.atomic.os, "replace", 9),
     # between rounds: the confident set was extracted and logged, nothing checkpointed since
     "between_rounds": lambda p: kill_on_call(p, MeMomentumRun, "_extract_confident_examples", 2,
                                              after=True),
@@ -182,7 +182,7 @@ def test_full_disk_while_saving_keeps_previous_file(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(utils.atomic.os, "fsync", no_space)
+    monkeypatch.setattr(utils.run.atomic.os, "fsync", no_space)
     with pytest.raises(OSError):
         atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"previous"

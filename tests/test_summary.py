@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import reproduce
-from utils.summary import (
+from utils.sweeps.summary import (
     collect_summary,
     format_mean_std,
     mean_std,
@@ -18,7 +18,7 @@ from utils.summary import (
     status_counts,
     summarize_sweep,
 )
-from utils.sweep import expand_runs, parse_grid, write_sweep_record
+from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
 
 GRID = {
     "entry_point": "main.py", "methods": ["memomentum", "ce"],
@@ -158,7 +158,7 @@ def test_summarize_missing_folder_is_a_user_error(tmp_path: Path, capsys: pytest
 
 
 def test_paper_numbers_filled_in_after_the_sweep_are_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import utils.sweep
+    import utils.sweeps.grid
 
     configs, out = tmp_path / "configs", tmp_path / "sweep"
     configs.mkdir()
@@ -167,7 +167,7 @@ def test_paper_numbers_filled_in_after_the_sweep_are_shown(tmp_path: Path, monke
     write_sweep_record(out, grid, expand_runs(grid, ["memomentum"], [1]))
     after = {"settings": [{**before["settings"][0], "paper_test_acc": 99.1, "paper_source": "Paper, Table 1"}]}
     (configs / "mine.json").write_text(json.dumps(after))
-    monkeypatch.setattr(utils.sweep, "CONFIGS_DIR", configs)
+    monkeypatch.setattr(utils.sweeps.grid, "CONFIGS_DIR", configs)
     (row,) = collect_summary(out).rows
     assert (row.setting.paper_test_acc, row.setting.paper_source) == (99.1, "Paper, Table 1")
     (configs / "mine.json").write_text("{ broken")  # an invalid grid file does not block the summary

@@ -14,7 +14,7 @@ import pytest
 
 import reproduce
 from utils.errors import UserError
-from utils.sweep import (
+from utils.sweeps.grid import (
     Job,
     LocalLauncher,
     Run,
@@ -381,7 +381,7 @@ def test_slurm_task_requeues_itself_when_preempted(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch not installed: SLURM script not checked by SLURM")
 def test_sbatch_accepts_the_script(tmp_path: Path) -> None:
-    from utils.sweep import submit_slurm
+    from utils.sweeps.grid import submit_slurm
 
     files = write_slurm_files(slurm_jobs(tmp_path), tmp_path / "sweep", SlurmOptions(gres=None, time="00:10:00"))
     submit_slurm(files.script, test_only=True)

@@ -13,7 +13,7 @@ import torchvision.datasets
 
 import data.vision as vision
 
-from data.formats import random_vision_arrays, write_cifar, write_idx, write_mnist
+from tests.formats import random_vision_arrays, write_cifar, write_idx, write_mnist
 from data.vision import (
     DATASETS,
     VisionData,

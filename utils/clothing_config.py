@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.pretrained import ARCHITECTURES
-from utils.config import option, require
+from utils.run.config import option, require
 from utils.kernel_options import channels_last_option, sgd_option
 
 # Flags that change neither the numbers nor the trajectory of a run: they may differ on --resume.

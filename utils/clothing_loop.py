@@ -38,20 +38,20 @@ from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform,
                            build_splits, default_num_workers, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
 from models.pretrained import StateDict, build_classifier, load_imagenet_state
-from utils.atomic import atomic_torch_save
-from utils.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
-from utils.resume import load_compatible_checkpoint, resume_path
+from utils.run.atomic import atomic_torch_save
+from utils.run.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
+from utils.run.resume import load_compatible_checkpoint, resume_path
 from utils.clothing_config import RESUME_NEUTRAL_FIELDS, ClothingConfig
-from utils.config import config_to_dict
-from utils.distributed import (DistContext, all_reduce_sum, any_rank, barrier, broadcast_buffers,
+from utils.run.config import config_to_dict
+from utils.run.distributed import (DistContext, all_reduce_sum, any_rank, barrier, broadcast_buffers,
                                gather_sharded, main_process_first, shard_for_training, shard_indices,
                                unwrap_model, wrap_model)
 from utils.engine import StopRequested, accuracy, make_sgd, predict_logits, train_one_epoch, uses_channels_last
 from utils.errors import CheckpointError, UserError
-from utils.preemption import NonFiniteLoss, Preempted
-from utils.progress import progress_enabled, with_progress
-from utils.provenance import describe_device, git_commit, versions
-from utils.run_files import RunFiles, append_results_log
+from utils.run.preemption import NonFiniteLoss, Preempted
+from utils.run.progress import progress_enabled, with_progress
+from utils.run.provenance import describe_device, git_commit, versions
+from utils.run.files import RunFiles, append_results_log
 
 MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
 GAMMA = 0.1

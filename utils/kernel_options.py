@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from utils.config import option
+from utils.run.config import option
 from utils.engine import MEMORY_FORMATS, SGD_KERNELS
 
 

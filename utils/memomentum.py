@@ -19,13 +19,13 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import MultiStepLR
 
-from utils.atomic import atomic_torch_save
-from utils.checkpoint import capture_rng_states, restore_rng_states, save_checkpoint
-from utils.config import config_to_dict
+from utils.run.atomic import atomic_torch_save
+from utils.run.checkpoint import capture_rng_states, restore_rng_states, save_checkpoint
+from utils.run.config import config_to_dict
 from utils.engine import StopRequested
-from utils.experiment import Experiment
-from utils.preemption import NonFiniteLoss, Preempted
-from utils.run_files import RunFiles
+from utils.vision_task import VisionTask
+from utils.run.preemption import NonFiniteLoss, Preempted
+from utils.run.files import RunFiles
 from utils.selection import confident_mask, confident_set_quality
 
 LR_MILESTONES = (40, 80)        # MultiStepLR of the inner rounds, gamma 0.1 (METHOD.md §3)
@@ -71,7 +71,7 @@ def clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 class MeMomentumRun:
     """Runs `config.method` on one experiment, writing metrics, weights and checkpoints."""
 
-    def __init__(self, experiment: Experiment, files: RunFiles, log: Callable[[str], None] = print,
+    def __init__(self, experiment: VisionTask, files: RunFiles, log: Callable[[str], None] = print,
                  scalar_log: Any = None) -> None:
         self.exp = experiment
         self.config = experiment.config

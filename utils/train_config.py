@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.presets import PRESETS, DatasetPreset, noise_types_for
-from utils.config import option, require
+from utils.run.config import option, require
 from utils.kernel_options import channels_last_option, sgd_option
 
 METHODS = ("memomentum", "ce")

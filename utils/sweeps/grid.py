@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from data.presets import HUMAN_NOISE_TYPES, PRESETS, noise_types_for
-from utils.atomic import atomic_write_json, atomic_write_text
+from utils.run.atomic import atomic_write_json, atomic_write_text
 from utils.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

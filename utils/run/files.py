@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from utils.atomic import append_line, atomic_write_json
+from utils.run.atomic import append_line, atomic_write_json
 
 
 class RunFiles:

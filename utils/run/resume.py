@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from utils.checkpoint import load_checkpoint
+from utils.run.checkpoint import load_checkpoint
 from utils.errors import CheckpointError
 
 

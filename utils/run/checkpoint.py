@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.atomic import atomic_torch_save
+from utils.run.atomic import atomic_torch_save
 from utils.errors import CheckpointError
 
 

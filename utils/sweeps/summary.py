@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from data.presets import HUMAN_NOISE_TYPES
-from utils.atomic import atomic_write_text
+from utils.run.atomic import atomic_write_text
 from utils.errors import UserError
-from utils.sweep import (
+from utils.sweeps.grid import (
     CLOTHING_DATASET,
     METHODS,
     Setting,
@@ -358,7 +358,7 @@ def summarize_sweep(out: Path, plots: bool = True) -> tuple[Summary, list[Path]]
     summary = collect_summary(out)
     written = write_tables(out, summary)
     if plots:
-        from utils.plots import plot_run_if_stale, plot_sweep  # matplotlib only when plotting
+        from utils.sweeps.plots import plot_run_if_stale, plot_sweep  # matplotlib only when plotting
 
         written += plot_sweep(summary, out / "plots")
         for row in summary.rows:

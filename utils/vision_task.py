@@ -9,15 +9,29 @@ import torch
 from torch import nn
 
 from data.device_pipeline import DevicePipeline, images_to_device
-from data.noisy_dataset import NoisyDataset
+from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz
 from models import build_model
 from utils.engine import (EpochStats, accuracy, class_balanced_accuracy, images_only, make_sgd,
                           predict_logits, train_one_epoch, uses_channels_last)
-from utils.progress import with_progress
+from utils.run.progress import with_progress
+from utils.run.atomic import atomic_write_bytes
 from utils.train_config import TrainConfig
 
 
-class Experiment:
+def load_dataset(config: TrainConfig) -> NoisyDataset:
+    """The dataset of `config` with its noisy labels and the official split (METHOD.md §1-2)."""
+    return build_noisy_dataset(config.dataset, config.data_path, config.noise_type, config.noise_rate,
+                               config.seed, config.data_percent, config.download, config.cifarn_path)
+
+
+def save_noisy_labels(path: str, dataset: NoisyDataset, config: TrainConfig) -> str:
+    """--save_noisy_labels: the labels, split and transition matrix as one .npz, written atomically."""
+    payload = noisy_labels_npz(dataset, config.dataset, config.noise_type, config.noise_rate,
+                               config.seed, config.data_percent)
+    return str(atomic_write_bytes(path, payload))
+
+
+class VisionTask:
     def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
                  should_stop=None, show_progress: bool = False) -> None:
         self.config = config

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utils.tensorboard_log import ScalarLog
+from utils.run.tensorboard import ScalarLog
 
 EPOCH = {"kind": "epoch", "phase": "inner", "outer": 0, "inner": 1, "epoch": 1, "train_loss": 0.5,
          "train_acc": 80.0, "val_acc": 70.0, "test_acc": None, "lr": 0.01, "train_size": 900, "seconds": 1.0}
@@ -46,7 +46,7 @@ def test_disabled_log_writes_nothing(tmp_path: Path) -> None:
 def test_tensorboard_is_imported_lazily() -> None:
     import subprocess
 
-    code = ("import sys, utils.tensorboard_log as t; t.ScalarLog('x', enabled=False); "
+    code = ("import sys, utils.run.tensorboard as t; t.ScalarLog('x', enabled=False); "
             "print('torch.utils.tensorboard' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], check=True)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from utils.errors import UserError
 
 if TYPE_CHECKING:  # only for type hints: summary imports this module lazily
-    from utils.summary import Summary
+    from utils.sweeps.summary import Summary
 
 FORMATS = ("png", "pdf")
 DPI = 150
@@ -209,7 +209,7 @@ def plot_run_if_stale(run_dir: Path) -> list[Path]:
 
 def plot_sweep(summary: "Summary", folder: Path) -> list[Path]:
     """Grouped bars: test accuracy per setting and method (mean ± std over seeds), paper as markers."""
-    from utils.summary import mean_std, method_name  # summary imports plots lazily; no cycle at import
+    from utils.sweeps.summary import mean_std, method_name  # summary imports plots lazily; no cycle at import
 
     rows, methods = summary.rows, summary.methods
     figure = new_figure(max(6.0, 1.5 + 0.7 * len(rows) * max(1, len(methods))), 4.2)
