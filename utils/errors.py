@@ -1,13 +1,22 @@
-"""Errors a user can fix: entry points print them as one line and exit with code 2."""
+"""How a run ends when it does not simply finish: errors a user can fix, and every exit code.
+
+Entry points print a UserError as one line ("error: ...") and exit with its code (2).
+"""
 from __future__ import annotations
 
 import sys
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2        # bad flags, missing or malformed input: the message says what to do
+EXIT_NON_FINITE = 3        # the loss became NaN or infinite
+EXIT_PREEMPTED = 75        # EX_TEMPFAIL: stopped on SIGTERM/SIGUSR1 after saving; resume later
+EXIT_INTERRUPTED = 130     # stopped by Ctrl-C (SIGINT) after saving; resume later
 
 
 class UserError(Exception):
     """Bad flags, missing or malformed input: the message says what was wrong and what to do."""
 
-    exit_code = 2
+    exit_code = EXIT_USER_ERROR
 
 
 class DatasetError(UserError):

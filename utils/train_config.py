@@ -13,7 +13,7 @@ from data.presets import PRESETS, DatasetPreset, noise_types_for
 from utils.run.config import option, require
 from utils.kernel_options import channels_last_option, sgd_option
 
-METHODS = ("memomentum", "ce")
+from utils.methods import METHODS
 SELECTIONS = ("agree", "small_loss")
 
 # Flags that change neither the numbers nor the trajectory of a run: they may differ on --resume.
