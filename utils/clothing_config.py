@@ -9,40 +9,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from models.pretrained import ARCHITECTURES
-from utils.run.config import option, require
-from utils.kernel_options import channels_last_option, sgd_option
-
-# Flags that change neither the numbers nor the trajectory of a run: they may differ on --resume.
-RESUME_NEUTRAL_FIELDS = frozenset({
-    "resume", "output_dir", "model_dir", "data_root", "no_progress", "num_workers", "eval_batch_size",
-    "skip_bad_images", "keep_all_checkpoints",
-})
+from utils.run.config import RunConfig, option, require
 
 
 @dataclass(frozen=True)
-class ClothingConfig:
-    # --- official flags and defaults ---
-    seed: int = option(1, "random seed (list shuffle, initialisation of the last layer, batches, augmentation)")
+class ClothingConfig(RunConfig):
+    # --- official flags and defaults (the shared ones are in RunConfig; these defaults differ) ---
     lr: float = option(0.005, "initial learning rate of SGD (momentum 0.9); MultiStepLR x0.1 at epochs 10, 20 "
                               "of every outer round")
     weight_decay: float = option(1e-3, "weight decay of SGD")
     batch_size: int = option(32, "GLOBAL training batch size: under torchrun each of the W processes "
                                  "takes batch_size // W examples per step")
+    n_epoch: int = option(5, "epochs per inner round")
+    max_inner_loop: int = option(6, "inner rounds per outer round (the training set is rebuilt after each)")
     num_classes: int = option(14, "number of classes (Clothing1M: 14)")
     pretrain: bool = option(True, "official flag, kept for compatibility: passing --pretrain turns "
                                   "ImageNet pretraining OFF (store_false); prefer --no_pretrain",
                             action="store_false")
-    model_dir: str = option("model", "folder for the per-epoch weight files; they go to "
-                                     "<model_dir>/<run folder name>/{outer}-{inner}-{epoch}-{val_acc}.hdf5")
     data_root: str = option("data/Clothing1M_Official/", "folder with images/ and Clothing1m-data.npy "
                                                         "(made by Clothing1m-data.py)")
     beta: float = option(0.45, "per-class score = beta * accuracy + (1 - beta) * precision on the clean "
                                "validation set")
-    n_epoch: int = option(5, "epochs per inner round")
-    max_inner_loop: int = option(6, "inner rounds per outer round (the training set is rebuilt after each)")
-    max_outer_loop: int = option(3, "outer rounds (each starts again from the pretrained network)")
     # --- ours ---
     no_pretrain: bool = option(False, "start from random weights instead of ImageNet (same as the "
                                       "official --pretrain)")
@@ -53,31 +43,23 @@ class ClothingConfig:
                               "cache or a download)")
     num_workers: int = option(-1, "JPEG-decoding DataLoader workers per process; -1: from the CPU count "
                                   "(at most 8)")
-    device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), or a torch device like cuda:1; "
-                                 "under torchrun each process takes cuda:LOCAL_RANK")
-    amp: bool = option(False, "bfloat16 autocast on devices that support it")
-    channels_last: str = channels_last_option()
-    sgd: str = sgd_option()
-    output_dir: str = option("", "run folder; default runs/clothing1m-seed{seed}")
-    resume: str = option("", "'auto' continues the run in --output_dir if it has a checkpoint; "
-                             "or a checkpoint path")
     skip_bad_images: bool = option(False, "leave unreadable or missing images out (counted in the logs) "
                                           "instead of stopping")
-    no_progress: bool = option(False, "no progress bar even on a terminal")
-    eval_batch_size: int = option(256, "batch size per process for validation, test and extraction")
     keep_all_checkpoints: bool = option(False, "keep every per-epoch weight file (officially all are kept); "
                                                "by default those no class still needs are deleted")
     no_sync_bn: bool = option(False, "under torchrun on GPUs, keep per-GPU BatchNorm statistics instead of "
                                      "SyncBatchNorm over the global batch")
 
+    RESUME_NEUTRAL_FIELDS: ClassVar[frozenset[str]] = RunConfig.RESUME_NEUTRAL_FIELDS | {
+        "data_root", "num_workers", "skip_bad_images", "keep_all_checkpoints",
+    }
+
     def __post_init__(self) -> None:
-        for name in ("batch_size", "n_epoch", "max_outer_loop", "max_inner_loop", "eval_batch_size",
-                     "num_classes", "image_size"):
+        super().__post_init__()
+        for name in ("num_classes", "image_size"):
             require(getattr(self, name) >= 1, f"--{name} must be at least 1, got {getattr(self, name)}")
         require(self.arch in ARCHITECTURES, f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         require(0.0 <= self.beta <= 1.0, f"--beta must be in [0, 1], got {self.beta}")
-        require(self.lr > 0, f"--lr must be positive, got {self.lr}")
-        require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         require(self.num_workers >= -1, f"--num_workers must be -1 (auto) or >= 0, got {self.num_workers}")
         require(not (self.weights and not self.use_pretrained),
                 "--weights gives pretrained weights, but --no_pretrain/--pretrain turn pretraining off")
@@ -87,8 +69,8 @@ class ClothingConfig:
         return self.pretrain and not self.no_pretrain
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else Path("runs") / f"clothing1m-seed{self.seed}"
+    def run_name(self) -> str:
+        return f"clothing1m-seed{self.seed}"
 
     @property
     def epoch_weights_dir(self) -> Path:

@@ -1,5 +1,5 @@
-"""The training engine shared by every entry point: device choice, one training epoch,
-prediction, and the accuracy measures of METHOD.md §3.
+"""The training engine shared by every entry point: device choice, autocast, SGD, one training
+epoch and prediction (the accuracy measures are in utils/metrics.py).
 
 Batches come from any iterable of (images, labels) already on the device, so the device
 pipeline (MNIST/CIFAR) and a DataLoader (Clothing1M) use the same code.
@@ -13,16 +13,34 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from utils.errors import UserError
+
 
 def select_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; any explicit torch device string overrides."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """CUDA, then Apple MPS, then CPU; any explicit torch device string overrides, and must exist here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name}: not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: this machine has no usable CUDA GPU; use --device auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                       and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: Apple MPS is not available here; use --device auto or cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: unsupported device type {device.type!r}; use auto, cpu, cuda, "
+                        f"cuda:N or mps")
+    return device
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -132,29 +150,13 @@ def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], amp: bool 
     return torch.cat(outputs)
 
 
-def class_balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Mean over classes of per-class accuracy, in percent, rounded to 2 decimals (METHOD.md §3).
-
-    The official code averages over all classes and yields NaN when a class is absent from the
-    validation set (so nothing ever counts as an improvement); we average over present classes.
-    """
-    labels = labels.long()
-    totals = torch.bincount(labels, minlength=num_classes).double()
-    hits = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
-    present = totals > 0
-    if not bool(present.any()):
-        return 0.0
-    per_class = 100.0 * hits[present] / totals[present]
-    return round(float(per_class.mean()), 2)
-
-
-def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy over all examples, in percent (the official printout averages per batch)."""
-    if labels.numel() == 0:
-        return 0.0
-    return 100.0 * float((predictions == labels).sum()) / labels.numel()
-
-
 def images_only(batches: Iterable[tuple]) -> Iterator[torch.Tensor]:
     for batch in batches:
         yield batch[0]
+
+
+def compile_network(model: nn.Module, mode: str) -> nn.Module:
+    """torch.compile the network in place (its state_dict keys stay the same); "off" leaves it eager."""
+    if mode != "off":
+        model.compile(mode=None if mode == "default" else mode)
+    return model

@@ -19,19 +19,20 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import MultiStepLR
 
-from utils.run.atomic import atomic_torch_save
-from utils.run.checkpoint import capture_rng_states, restore_rng_states, save_checkpoint
-from utils.run.config import config_to_dict
 from utils.engine import StopRequested
-from utils.vision_task import VisionTask
-from utils.run.preemption import NonFiniteLoss, Preempted
+from utils.run.atomic import atomic_torch_save
+from utils.run.checkpoint import capture_rng_states, restore_rng_states
+from utils.run.config import config_to_dict
 from utils.run.files import RunFiles
+from utils.run.lifecycle import Checkpointer
+from utils.run.preemption import NonFiniteLoss, Preempted
 from utils.selection import confident_mask, confident_set_quality
+from utils.vision_task import VisionTask
 
 LR_MILESTONES = (40, 80)        # MultiStepLR of the inner rounds, gamma 0.1 (METHOD.md §3)
 MARGIN_STEP = 0.1               # early-stopping margin grows by 0.1 per epoch without improvement
 MARGIN_LIMIT = 2                # ... and the warm-up stops once it exceeds 2 (20 epochs)
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 def early_stopping_step(val_acc: float, inner_best: float, margin: float) -> tuple[float, float, bool]:
@@ -50,15 +51,17 @@ def warm_up_finished(epochs_done: int, margin: float, n_epoch: int) -> bool:
 class LoopState:
     """Where the run is and what it has found so far; everything a resumed run needs but weights."""
 
-    method: str = "memomentum"
     outer: int = 0
     inner: int = 0            # 0: warm-up (or the CE baseline's single phase); 1..: inner rounds
     epoch: int = 0            # epochs finished in the current phase
     margin: float = 0.0
     inner_best: float = 0.0
     last_round: float = 0.0
-    best_val: float = 0.0
-    reported_test: float = 0.0
+    best_val_acc: float = 0.0
+    test_acc: float = 0.0             # test accuracy of the best-validation model (the reported figure)
+    test_acc_official: float = 0.0    # the same model, as the official printout averages it (per batch)
+    best_at: dict[str, int] | None = None   # where that model was taken: outer, inner, epoch
+    test_acc_last: float | None = None      # the model of the very last epoch (set when finished)
     epochs_run: int = 0
     finished: bool = False
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -71,14 +74,15 @@ def clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 class MeMomentumRun:
     """Runs `config.method` on one experiment, writing metrics, weights and checkpoints."""
 
-    def __init__(self, experiment: VisionTask, files: RunFiles, log: Callable[[str], None] = print,
-                 scalar_log: Any = None) -> None:
-        self.exp = experiment
-        self.config = experiment.config
+    def __init__(self, task: VisionTask, files: RunFiles, checkpointer: Checkpointer | None = None,
+                 log: Callable[[str], None] = print, scalar_log: Any = None) -> None:
+        self.exp = task
+        self.config = task.config
         self.files = files
+        self.checkpointer = checkpointer or Checkpointer(files.checkpoint, task.config.checkpoint_every)
         self.log = log
         self.scalar_log = scalar_log
-        self.state = LoopState(method=self.config.method)
+        self.state = LoopState()
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: MultiStepLR | None = None
@@ -92,10 +96,25 @@ class MeMomentumRun:
     # ----------------------------------------------------------------- the loops
     def run(self) -> LoopState:
         try:
-            self._run_ce() if self.config.method == "ce" else self._run_memomentum()
+            if not self.state.finished:
+                self._run_ce() if self.config.method == "ce" else self._run_memomentum()
+                self._finish()
         except StopRequested:
-            raise Preempted(f"stopped on request; resume from {self.files.checkpoint}") from None
+            self.checkpointer.flush()  # the state of the last finished epoch
+            raise Preempted(f"stopped on request; resume from {self.files.checkpoint}",
+                            getattr(self.exp.should_stop, "signal_name", None)) from None
         return self.state
+
+    def _finish(self) -> None:
+        """The model of the very last epoch is tested too (result.json's test_acc_last)."""
+        s = self.state
+        if s.best_val_acc == 0.0 and self.config.method == "memomentum":
+            self.log("warning: no inner-round epoch beat its warm-up's validation accuracy, so no best "
+                     "model was kept and, as in the official code, the reported test accuracy is 0; "
+                     "train longer (--n_epoch)")
+        s.test_acc_last = self.exp.test(self.model).exact if self.model is not None else None
+        s.finished = True
+        self.checkpointer.write_now(self.checkpoint_state())
 
     def _run_memomentum(self) -> None:
         s, cfg = self.state, self.config
@@ -118,7 +137,7 @@ class MeMomentumRun:
                     if val_acc > s.inner_best:
                         s.inner_best = val_acc
                         self._keep_latest()
-                        if val_acc > s.best_val:
+                        if val_acc > s.best_val_acc:
                             record["test_acc"] = self._keep_best(val_acc)
                     self._end_epoch(record)
                 # A round that does not raise the best validation accuracy ends the inner rounds.
@@ -130,11 +149,6 @@ class MeMomentumRun:
                              f"{s.inner - 1}; next outer round")
                     break
             s.outer, s.inner, s.epoch = s.outer + 1, 0, 0
-        if s.best_val == 0.0:
-            self.log("warning: no inner-round epoch beat its warm-up's validation accuracy, so no best "
-                     "model was kept and, as in the official code, the reported test accuracy is 0; "
-                     "train longer (--n_epoch)")
-        s.finished = True
 
     def _run_ce(self) -> None:
         """The 'Standard' baseline: cross-entropy on all noisy labels, same data, split and engine,
@@ -144,10 +158,9 @@ class MeMomentumRun:
             self._new_network(with_schedule=True)
         while s.epoch < self.config.n_epoch:
             val_acc, record = self._train_and_validate("ce")
-            if val_acc > s.best_val:
+            if val_acc > s.best_val_acc:
                 record["test_acc"] = self._keep_best(val_acc)
             self._end_epoch(record)
-        s.finished = True
 
     # ----------------------------------------------------------------- phases
     def _new_network(self, with_schedule: bool) -> None:
@@ -183,12 +196,25 @@ class MeMomentumRun:
         else:
             self.confident = mask.nonzero().squeeze(1)
         s.rounds.append(record)
+        if self.config.save_rounds:
+            self._save_round(logits, mask)
         self.metrics_size = self.files.append_metrics(record)
         if self.scalar_log is not None:
             self.scalar_log.log_round(record, s.epochs_run)
         precision = "n/a" if quality["precision"] is None else f"{quality['precision']:.2f}%"
         self.log(f"outer {s.outer} round {s.inner}: {quality['confident_size']} confident examples "
                  f"of {self.exp.num_train}, label precision {precision}")
+
+    def _save_round(self, logits: torch.Tensor, mask: torch.Tensor) -> None:
+        """--save_rounds: the examples this extraction looked at, its model's probabilities, its choice."""
+        exp = self.exp
+        self.files.write_round(self.state.outer, self.state.inner, {
+            "index": exp.train_index,
+            "noisy_labels": exp.train_labels.cpu().numpy().astype("int64"),
+            "clean_labels": exp.train_clean_labels.cpu().numpy().astype("int64"),
+            "pred_probs": torch.softmax(logits.float(), dim=1).cpu().numpy().astype("float32"),
+            "confident": mask.cpu().numpy().astype(bool),
+        })
 
     def _train_size(self) -> int:
         return self.exp.num_train if self.confident is None else len(self.confident)
@@ -224,7 +250,7 @@ class MeMomentumRun:
         self.log(f"{record['phase']:<6} outer {record['outer']} round {record['inner']} epoch "
                  f"{record['epoch']:>3}: loss {record['train_loss']:.4f} train {record['train_acc']:.2f} "
                  f"val {record['val_acc']:.2f}{test} lr {record['lr']:g} ({record['seconds']:.1f}s)")
-        self.save_checkpoint()
+        self.checkpointer.save_soon(self.checkpoint_state())
         if self.exp.should_stop is not None and self.exp.should_stop():
             raise StopRequested
 
@@ -234,15 +260,16 @@ class MeMomentumRun:
 
     def _keep_best(self, val_acc: float) -> float:
         s = self.state
-        s.best_val = val_acc
-        s.reported_test = self.exp.test(self.model)
+        test = self.exp.test(self.model)
+        s.best_val_acc, s.test_acc, s.test_acc_official = val_acc, test.exact, test.batch_mean
+        s.best_at = {"outer": s.outer, "inner": s.inner, "epoch": s.epoch}
         self.best_weights = clone_weights(self.model)
         self._write_weights("best", self.best_weights)
-        return s.reported_test
+        return s.test_acc
 
     def _write_weights(self, which: str, weights: dict[str, torch.Tensor]) -> None:
         """latest.pt / best.pt in the run folder, and the official file names under --model_dir."""
-        atomic_torch_save(self.files.run_dir / f"{which}.pt", weights)
+        atomic_torch_save(self.files.weights(which), weights)
         official = Path(self.config.model_dir) / f"{self.config.official_checkpoint_stem}_{which}.hdf5"
         atomic_torch_save(official, weights)
 
@@ -262,9 +289,6 @@ class MeMomentumRun:
             "metrics_size": self.metrics_size,
             "elapsed_s": self.elapsed_s(),
         }
-
-    def save_checkpoint(self) -> None:
-        save_checkpoint(self.files.checkpoint, self.checkpoint_state())
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Continue from `checkpoint` exactly: objects are rebuilt first, RNG states restored last."""

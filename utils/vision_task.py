@@ -1,18 +1,24 @@
-"""One run's data on the device and the engine calls both loops need (METHOD.md §1, §3).
+"""One MNIST/CIFAR/digits run's data, network and passes (METHOD.md §1, §3): what the loop of
+utils/memomentum.py calls to train, validate, test and extract (utils/clothing_task.py is the same
+for Clothing1M).
 
 The whole split lives on the device as uint8 tensors; every random draw of the input pipeline
 comes from one seeded `torch.Generator`, whose state goes into every checkpoint.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 from torch import nn
 
 from data.device_pipeline import DevicePipeline, images_to_device
 from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz
 from models import build_model
-from utils.engine import (EpochStats, accuracy, class_balanced_accuracy, images_only, make_sgd,
-                          predict_logits, train_one_epoch, uses_channels_last)
+from utils.engine import (EpochStats, compile_network, images_only, make_sgd, predict_logits,
+                          train_one_epoch, uses_channels_last)
+from utils.metrics import accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
 from utils.run.atomic import atomic_write_bytes
 from utils.train_config import TrainConfig
@@ -31,6 +37,11 @@ def save_noisy_labels(path: str, dataset: NoisyDataset, config: TrainConfig) -> 
     return str(atomic_write_bytes(path, payload))
 
 
+class TestAccuracy(NamedTuple):
+    exact: float        # over all test images (what we report)
+    batch_mean: float   # the official printout: mean of per-batch accuracies (METHOD.md §5)
+
+
 class VisionTask:
     def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
                  should_stop=None, show_progress: bool = False) -> None:
@@ -47,6 +58,7 @@ class VisionTask:
         all_images = images_to_device(dataset.vision.train_images, device)
         noisy = torch.from_numpy(dataset.noisy_labels).long().to(device)
         clean = torch.from_numpy(dataset.clean_labels).long().to(device)
+        self.train_index = np.asarray(dataset.train_index, dtype=np.int64)  # into the full training set
         train_index = torch.from_numpy(dataset.train_index).long().to(device)
         val_index = torch.from_numpy(dataset.val_index).long().to(device)
         self.train_images, self.val_images = all_images[train_index], all_images[val_index]
@@ -64,7 +76,7 @@ class VisionTask:
         model = build_model(self.config.preset.network, self.num_classes).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return model
+        return compile_network(model, self.config.compile)
 
     def new_optimizer(self, model: nn.Module) -> torch.optim.SGD:
         return make_sgd(model.parameters(), self.config.lr, self.config.weight_decay, self.config.sgd)
@@ -97,9 +109,10 @@ class VisionTask:
         logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
         return class_balanced_accuracy(logits.argmax(1), self.val_labels, self.num_classes)
 
-    def test(self, model: nn.Module) -> float:
-        logits = self.logits(model, self.test_images, augment=False)
-        return accuracy(logits.argmax(1), self.test_labels)
+    def test(self, model: nn.Module) -> TestAccuracy:
+        predictions = self.logits(model, self.test_images, augment=False).argmax(1)
+        return TestAccuracy(accuracy(predictions, self.test_labels),
+                            batch_mean_accuracy(predictions, self.test_labels, self.config.eval_batch_size))
 
     def training_set_logits(self, model: nn.Module) -> torch.Tensor:
         """Predictions over the whole noisy training split, for extraction (augmented by default)."""

@@ -14,13 +14,24 @@ from typing import Any
 
 import torch
 
+TEMPORARY_SUFFIX = ".tmp"  # `.<name>.<random>.tmp` beside the target; a kill can leave one behind
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:
     """Write `payload` to `path` atomically; on any failure (full disk included) the old file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would, so
+        # colleagues on a shared filesystem can read results as they can read other files.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -48,7 +59,7 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def append_line(path: str | Path, line: str, durable: bool = False) -> None:
+def append_line(path: str | Path, line: str) -> None:
     """Append one line in a single write. Logs need no fsync: a resumed run truncates
     metrics.jsonl to the size its checkpoint recorded and writes the rest again."""
     path = Path(path)
@@ -56,8 +67,6 @@ def append_line(path: str | Path, line: str, durable: bool = False) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
-        if durable:
-            os.fsync(handle.fileno())
 
 
 def _fsync_directory(folder: Path) -> None:

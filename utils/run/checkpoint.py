@@ -1,17 +1,16 @@
-"""Checkpoints: one dict of tensors and plain values, saved atomically, loadable with weights_only=True."""
+"""Checkpoints: one dict of tensors and plain values, saved atomically, loadable with weights_only=True;
+which checkpoint a run resumes from (--resume), and whether it belongs to this configuration."""
 from __future__ import annotations
 
 import pickle
-import random
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import numpy as np
 import torch
 
-from utils.run.atomic import atomic_torch_save
 from utils.errors import CheckpointError
+from utils.run.atomic import atomic_torch_save
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -22,10 +21,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint, turning a missing, truncated or foreign file into one clear error."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"checkpoint {path} cannot be read (permission denied)") from None
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
             zipfile.BadZipFile) as error:
         raise CheckpointError(
@@ -36,12 +39,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def resume_path(resume: str, default_checkpoint: Path) -> Path | None:
+    """'' → start fresh; 'auto' → the run folder's checkpoint if there is one; else a path that must exist."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return default_checkpoint if default_checkpoint.exists() else None
+    path = Path(resume)
+    if path.is_dir():
+        raise CheckpointError(f"--resume {resume} is a directory; give the checkpoint file in it "
+                              f"(checkpoint.pt), or --resume auto with --output_dir {resume}")
+    if not path.is_file():
+        raise CheckpointError(f"--resume {resume}: no such checkpoint file (use --resume auto to "
+                              f"continue the run in --output_dir when it has one)")
+    return path
+
+
+def config_differences(saved: Any, current: dict[str, Any], neutral_fields: Iterable[str]) -> list[str]:
+    """The flags, other than `neutral_fields`, whose saved value differs from the current one."""
+    saved = saved if isinstance(saved, dict) else {}
+    neutral = set(neutral_fields)
+    return [f"--{name} (saved {saved.get(name)!r}, given {value!r})"
+            for name, value in current.items() if name not in neutral and saved.get(name) != value]
+
+
+def load_compatible_checkpoint(path: Path, current: dict[str, Any],
+                               neutral_fields: Iterable[str]) -> dict[str, Any]:
+    """Load `path`, refusing when its config differs from `current` in a field that changes results."""
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("config"), dict):
+        raise CheckpointError(f"checkpoint {path} has no configuration; it was not written by this project")
+    differences = config_differences(checkpoint["config"], current, neutral_fields)
+    if differences:
+        raise CheckpointError(f"cannot resume from {path}: it was made with other settings: "
+                              f"{'; '.join(differences)}. Use the same flags, or another --output_dir")
+    return checkpoint
+
+
 def capture_rng_states(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """Every random state a run draws from, in a weights_only-loadable form."""
-    numpy_state = np.random.get_state()
+    """torch's global generators (network initialisation) and the run's own generators.
+
+    Nothing in this project draws from python's or numpy's global generators (every draw takes a
+    seed or a private generator), so they are neither seeded nor saved.
+    """
     states: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -51,15 +92,8 @@ def capture_rng_states(generators: dict[str, torch.Generator] | None = None) -> 
 
 
 def restore_rng_states(states: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    random.setstate(_as_tuple(states["python"]))
-    kind, keys, *rest = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
     for name, generator in (generators or {}).items():
         generator.set_state(states[f"generator:{name}"])
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(item) for item in value) if isinstance(value, (list, tuple)) else value

@@ -1,20 +1,26 @@
-"""The files of one run folder (--output_dir), shared by main.py and Clothing.py.
+"""The files of one run folder (--output_dir), shared by main.py and Clothing.py; the only place
+that names them and reads them back.
 
     config.json     the configuration, written at start
     metrics.jsonl   one JSON object per line: per epoch ("kind": "epoch") and per round ("kind": "round")
     result.json     the final figures (written once, at the end)
-    checkpoint.pt   the whole resumable state, rewritten at the end of every epoch
-    latest.pt       weights of the official "latest" model; best.pt: of the best-validation model
+    checkpoint.pt   the whole resumable state (every --checkpoint_every seconds, at the end, on a stop)
+    best.pt         weights of the best-validation model; latest.pt: of the official "latest" model
+    rounds/         with --save_rounds: the extracted examples of every round
 """
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from utils.run.atomic import append_line, atomic_write_json
+import numpy as np
+
+from utils.errors import UserError
+from utils.run.atomic import TEMPORARY_SUFFIX, append_line, atomic_write_bytes, atomic_write_json
 
 
 class RunFiles:
@@ -24,11 +30,32 @@ class RunFiles:
         self.metrics = self.run_dir / "metrics.jsonl"
         self.result = self.run_dir / "result.json"
         self.checkpoint = self.run_dir / "checkpoint.pt"
-        self.latest = self.run_dir / "latest.pt"
         self.best = self.run_dir / "best.pt"
+        self.rounds = self.run_dir / "rounds"
+
+    def weights(self, which: str) -> Path:
+        """latest.pt or best.pt."""
+        return self.run_dir / f"{which}.pt"
+
+    def round_file(self, outer: int, inner: int) -> Path:
+        return self.rounds / f"outer{outer}_inner{inner}.npz"
+
+    def check_location(self) -> None:
+        """The run folder can be a folder: nothing on its path is a file."""
+        for folder in (self.run_dir, *self.run_dir.parents):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"--output_dir {self.run_dir}: {folder} is a file, not a folder; "
+                                f"choose another --output_dir")
 
     def create(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Temporary files an atomic write left when the process was killed in the middle of it."""
+        stale = [path for path in self.run_dir.glob(f".*{TEMPORARY_SUFFIX}") if path.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.config, config)
@@ -53,6 +80,27 @@ class RunFiles:
         if not self.metrics.exists():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def read_result(self) -> dict[str, Any]:
+        """result.json as a dict; a corrupt file is a UserError that says so."""
+        try:
+            result = json.loads(self.result.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{self.result} is corrupt ({type(error).__name__}); delete it to run "
+                            f"this run again") from None
+        if not isinstance(result, dict):
+            raise UserError(f"{self.result} is corrupt (not a JSON object); delete it to run this run again")
+        return result
+
+    def write_round(self, outer: int, inner: int, arrays: dict[str, np.ndarray]) -> Path:
+        """rounds/outer{o}_inner{i}.npz, atomically and once (a resumed run that extracts the same
+        round again leaves the file as it is: the same examples, the same model)."""
+        path = self.round_file(outer, inner)
+        if not path.exists():
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            atomic_write_bytes(path, buffer.getvalue())
+        return path
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.result, result)

@@ -1,39 +1,47 @@
-"""Preemption: SLURM sends SIGUSR1 (with --signal) or SIGTERM before it kills a job.
+"""Stop requests: SLURM sends SIGUSR1 (with --signal) or SIGTERM before it kills a job; a person
+presses Ctrl-C (SIGINT).
 
 The handler only records the request; the training loop checks it between batches, abandons
-the epoch in progress (the checkpoint of the previous epoch is intact on disk) and exits with
-PREEMPTED_EXIT_CODE, so a requeued job resumes with --resume auto.
+the epoch in progress, writes the state of the last finished epoch and stops with Preempted:
+the entry point exits with EXIT_PREEMPTED (75), or EXIT_INTERRUPTED (130) for Ctrl-C, and
+`--resume auto` continues. A second Ctrl-C interrupts at once (the last written checkpoint stays).
 """
 from __future__ import annotations
 
 import signal
 from types import FrameType
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"
-NON_FINITE_EXIT_CODE = 3
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1; installed once per process by the entry point."""
+    """Set by SIGTERM/SIGUSR1/SIGINT; installed once per process by the entry point."""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
 
     def install(self) -> "StopFlag":
-        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
-            if sig is not None:
-                signal.signal(sig, self._handle)
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signal_name = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.signal_name == "SIGINT":
+            raise KeyboardInterrupt  # asked twice: stop now, without the orderly save
+        self.signal_name = name
 
     def __call__(self) -> bool:
         return self.signal_name is not None
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after saving; the entry point exits with PREEMPTED_EXIT_CODE."""
+    """The run stopped on request after saving; `signal_name` says which signal asked."""
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 class NonFiniteLoss(Exception):

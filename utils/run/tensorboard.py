@@ -27,18 +27,12 @@ ROUND_TAGS = {
 
 
 class ScalarLog:
-    """Writes scalars to an event file in `log_dir`; every method is a no-op when disabled."""
+    """Writes scalars to an event file in `log_dir` (created only with --tensorboard)."""
 
-    def __init__(self, log_dir: str | Path, enabled: bool) -> None:
-        self._writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
+    def __init__(self, log_dir: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
 
-            self._writer = SummaryWriter(log_dir=str(log_dir))
-
-    @property
-    def enabled(self) -> bool:
-        return self._writer is not None
+        self._writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_epoch(self, record: dict[str, Any], step: int) -> None:
         """The numeric fields of an epoch record; None (e.g. test_acc not measured) is skipped."""

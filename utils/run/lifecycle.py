@@ -1,0 +1,154 @@
+"""One run's life, the same for main.py and Clothing.py.
+
+    start_run         refuse to overwrite a run without --resume; on --resume auto skip a finished
+                      run (unless it was made with other settings: then say so); load and check the
+                      checkpoint to resume from. Nothing is created yet.
+    open_run_folder   create the folder, remove temporary files a kill left, write config.json, cut
+                      metrics.jsonl back to what the checkpoint had seen
+    Checkpointer      writes the loop's whole state every --checkpoint_every seconds, at the end and
+                      when a stop is requested (the state of the last finished epoch, kept in memory)
+    finish_run        result.json, the official logs/results.txt line, the final printed line
+    run_entry_point   turns every way a run can end into one line and an exit code (utils/errors.py)
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from utils.errors import (EXIT_INTERRUPTED, EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USER_ERROR, UserError,
+                          report)
+from utils.run.checkpoint import config_differences, load_compatible_checkpoint, resume_path, save_checkpoint
+from utils.run.config import RunConfig, config_to_dict
+from utils.run.files import RunFiles, append_results_log
+from utils.run.preemption import NonFiniteLoss, Preempted
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What start_run decided: a fresh run, a resumed one (checkpoint) or one that has finished."""
+
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_path: Path | None = None
+    finished: bool = False
+
+
+def start_run(config: RunConfig, files: RunFiles) -> RunStart:
+    files.check_location()
+    if config.resume == "auto" and files.result.exists():
+        saved = files.read_result().get("config")
+        differences = config_differences(saved, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS)
+        if differences:
+            raise UserError(f"{files.run_dir} holds a finished run made with other settings ("
+                            f"{'; '.join(differences)}); choose another --output_dir for these settings")
+        return RunStart(finished=True)
+    if not config.resume and (files.checkpoint.exists() or files.result.exists()):
+        raise UserError(f"{files.run_dir} already holds a run; pass --resume auto to continue (or "
+                        f"skip) it, or choose another --output_dir, or delete the folder")
+    path = resume_path(config.resume, files.checkpoint)
+    if path is None:
+        return RunStart()
+    return RunStart(load_compatible_checkpoint(path, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS), path)
+
+
+def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None:
+    """Create the run folder (main process only), ready for a fresh or a resumed run."""
+    files.create()
+    files.remove_stale_temporaries()
+    files.write_config(config_to_dict(config))
+    files.truncate_metrics(start.checkpoint["metrics_size"] if start.checkpoint else 0)
+
+
+class Checkpointer:
+    """Writes the whole resumable state at a bounded cost (--checkpoint_every seconds; 0: every epoch).
+
+    `save_soon(state)` at the end of every epoch (or round) writes `state` when the interval has
+    passed and otherwise keeps a CPU copy of it, which `flush()` writes at the end of the run or
+    when a stop is requested. A resumed run repeats the epochs after the last written checkpoint,
+    which is exact because everything they draw is in that checkpoint.
+    """
+
+    def __init__(self, path: Path, every_s: float, enabled: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.every_s = every_s
+        self.enabled = enabled
+        self.clock = clock
+        self.last_write = clock()
+        self.pending: dict[str, Any] | None = None
+        self.writes = 0
+
+    def save_soon(self, state: dict[str, Any], on_write: Callable[[], None] | None = None) -> bool:
+        """Write `state` now if the interval has passed (then call `on_write`); returns whether it wrote."""
+        if not self.enabled:
+            return False
+        if self.every_s <= 0 or self.clock() - self.last_write >= self.every_s:
+            self._write(state)
+            if on_write is not None:
+                on_write()
+            return True
+        self.pending = cpu_copy(state)
+        return False
+
+    def write_now(self, state: dict[str, Any]) -> None:
+        if self.enabled:
+            self._write(state)
+
+    def flush(self) -> None:
+        """Write the state kept in memory, if any is newer than the file."""
+        if self.enabled and self.pending is not None:
+            self._write(self.pending)
+
+    def _write(self, state: dict[str, Any]) -> None:
+        save_checkpoint(self.path, state)
+        self.pending = None
+        self.last_write = self.clock()
+        self.writes += 1
+
+
+def cpu_copy(value: Any) -> Any:
+    """A deep copy whose tensors live on the CPU (the state of a finished epoch, kept in memory)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(item) for item in value)
+    return value
+
+
+def finish_run(config: RunConfig, files: RunFiles, result: dict[str, Any], title: str) -> None:
+    """result.json and the official text log (main process only)."""
+    files.write_result(result)
+    append_results_log(title, repr(config), config.seed, result["test_acc"])
+
+
+def run_entry_point(body: Callable[[], int], is_main: Callable[[], bool] = lambda: True) -> int:
+    """Run `body`, turning every way it can end into an exit code and (on the main process) one line."""
+
+    def say(line: str) -> None:
+        if is_main():
+            print(" ".join(line.split()), file=sys.stderr, flush=True)
+
+    try:
+        return body()
+    except UserError as error:
+        return report(error) if is_main() else error.exit_code
+    except NonFiniteLoss as error:
+        say(f"error: {error}")
+        return EXIT_NON_FINITE
+    except Preempted as stop:
+        say(f"stopped ({stop.signal_name or 'stop requested'}): {stop}; continue with --resume auto")
+        return EXIT_INTERRUPTED if stop.signal_name == "SIGINT" else EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        say(f"error: cannot read or write{where}: {error.strerror or error} (check the path, its "
+            f"permissions and the free disk space; nothing written before was lost)")
+        return EXIT_USER_ERROR
