@@ -22,9 +22,12 @@ from models.pretrained import build_classifier, hub_cache_file, load_imagenet_st
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
 from utils.run.checkpoint import load_checkpoint
 from utils.clothing_config import ClothingConfig
-from utils.clothing_loop import (ClassWeightedLoss, checkpoint_for_each_class, class_weights,
-                                 examples_by_checkpoint, per_class_accuracy_precision, per_class_scores,
-                                 rebuild_training_set, run_clothing, update_best_checkpoints)
+from utils.clothing_task import ClassWeightedLoss, class_weights
+from utils.metrics import per_class_accuracy_precision, per_class_scores
+from utils.selection import (checkpoint_for_each_class,
+                             examples_by_checkpoint,
+                             rebuild_training_set, update_best_checkpoints)
+from utils.clothing_loop import run_clothing
 from utils.run.config import parse_config
 from utils.run.distributed import init_distributed
 from utils.errors import CheckpointError, DatasetError, UserError

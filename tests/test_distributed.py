@@ -23,7 +23,9 @@ from data.clothing_index import INDEX_FILE_NAME, build_index, index_to_bytes, re
 from models.pretrained import build_classifier
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
 from utils.clothing_config import ClothingConfig
-from utils.clothing_loop import open_session, predict_by_class_checkpoints, rebuild_training_set
+from utils.clothing_loop import predict_by_class_checkpoints
+from utils.clothing_task import open_task
+from utils.selection import rebuild_training_set
 from utils.run.distributed import gather_sharded, init_distributed, shard_for_training, shard_indices
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +66,16 @@ WORKER = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     torch.set_num_threads(1)
     from utils.clothing_config import ClothingConfig
-    from utils.clothing_loop import open_session, predict_by_class_checkpoints, rebuild_training_set
+    from utils.clothing_loop import predict_by_class_checkpoints
+    from utils.clothing_task import open_task
+    from utils.selection import rebuild_training_set
     from utils.run.distributed import init_distributed
 
     data_root, files, out = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
     context = init_distributed("cpu")
     config = ClothingConfig(data_root=data_root, arch="resnet18", image_size=40, no_pretrain=True,
                             num_workers=0, eval_batch_size=5, skip_bad_images=True, output_dir=out + "/unused")
-    session = open_session(config, context, should_stop=lambda: False)
+    session = open_task(config, context, should_stop=lambda: False)
     requested = []
     plain_batches = session.loader.batches
     def recording_batches(positions, batch_size):
@@ -90,7 +94,7 @@ WORKER = textwrap.dedent('''
 
     # the class-weighted loss under DDP gives the gradient of the whole batch in one process
     from torch.nn.parallel import DistributedDataParallel
-    from utils.clothing_loop import ClassWeightedLoss
+    from utils.clothing_task import ClassWeightedLoss
     torch.manual_seed(0)
     inputs, labels = torch.randn(8, 5), torch.tensor([0, 1, 2, 2, 0, 0, 1, 2])  # unequal per rank
     class_weights = torch.tensor([0.5, 1.0, 3.0])
@@ -129,7 +133,7 @@ def random_checkpoints(folder: Path) -> list[str]:
 def single_process_rebuild(data_root: Path, files: list[str], out: Path) -> tuple[np.ndarray, np.ndarray]:
     config = ClothingConfig(data_root=str(data_root), arch="resnet18", image_size=40, no_pretrain=True,
                             num_workers=0, eval_batch_size=7, skip_bad_images=True, output_dir=str(out))
-    session = open_session(config, init_distributed("cpu"), should_stop=lambda: False)
+    session = open_task(config, init_distributed("cpu"), should_stop=lambda: False)
     noisy = session.splits.labels[session.splits.train]
     predictions = predict_by_class_checkpoints(session, noisy, files)
     return predictions, rebuild_training_set(noisy, predictions)

@@ -1,8 +1,11 @@
-"""Confident-example extraction (METHOD.md §3) and its label quality, as pure tensor functions."""
+"""Confident-example extraction, as pure functions: main.py's agreement rule (METHOD.md §3) and its
+small-loss variant with the label quality of the result, and Clothing1M's per-class choice of the
+checkpoint that selects each class's examples (METHOD.md §4)."""
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -67,3 +70,40 @@ def confident_set_quality(mask: torch.Tensor, noisy_labels: torch.Tensor,
 
 def _percent(part: torch.Tensor, whole: torch.Tensor) -> float | None:
     return round(100.0 * int(part) / int(whole), 4) if int(whole) > 0 else None
+
+
+def update_best_checkpoints(best_scores: np.ndarray, best_files: list[str | None], scores: np.ndarray,
+                            checkpoint_file: str) -> tuple[np.ndarray, list[str | None]]:
+    """Classes whose score strictly beats their best so far now point to `checkpoint_file` (NaN never does)."""
+    improved = np.asarray(scores) > np.asarray(best_scores)  # NaN compares False, as officially
+    new_scores = np.where(improved, scores, best_scores)
+    new_files = [checkpoint_file if better else old for better, old in zip(improved, best_files)]
+    return new_scores, new_files
+
+
+def checkpoint_for_each_class(best_files: list[str | None], latest_file: str) -> tuple[list[str], list[int]]:
+    """Each class's best checkpoint; a class that never scored above 0 gets the latest one.
+
+    Officially such a class points to an empty file name and the run crashes (METHOD.md §5).
+    Returns the files and the classes that fell back.
+    """
+    fallback = [c for c, name in enumerate(best_files) if name is None]
+    return [name if name is not None else latest_file for name in best_files], fallback
+
+
+def examples_by_checkpoint(noisy_labels: np.ndarray, checkpoint_of_class: list[str]) -> dict[str, np.ndarray]:
+    """Which training examples each distinct checkpoint must predict: those whose noisy label points to it."""
+    groups: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys(checkpoint_of_class):  # distinct, in class order
+        classes = [c for c, other in enumerate(checkpoint_of_class) if other == name]
+        groups[name] = np.flatnonzero(np.isin(noisy_labels, classes))
+    return groups
+
+
+def rebuild_training_set(noisy_labels: np.ndarray, predictions_by_class_checkpoint: np.ndarray) -> np.ndarray:
+    """Positions in the original noisy list whose label's best checkpoint predicts that same label.
+
+    `predictions_by_class_checkpoint[i]` is the prediction for example i of the checkpoint chosen
+    for class noisy_labels[i] (−1: not predicted, e.g. an unreadable image). Sorted positions.
+    """
+    return np.flatnonzero(np.asarray(predictions_by_class_checkpoint) == np.asarray(noisy_labels))

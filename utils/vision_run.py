@@ -16,7 +16,7 @@ from utils.engine import select_device
 from utils.methods import METHOD_TITLES
 from utils.memomentum import LoopState, MeMomentumRun
 from utils.run.config import config_to_dict, format_config
-from utils.run.files import RunFiles
+from utils.run.files import RunFiles, check_file_target
 from utils.run.lifecycle import Checkpointer, RunStart, finish_run, open_run_folder, start_run
 from utils.run.preemption import StopFlag
 from utils.run.progress import progress_enabled
@@ -31,6 +31,8 @@ def run_vision(config: TrainConfig) -> int:
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     files = RunFiles(config.run_dir)
+    if config.save_noisy_labels:
+        check_file_target(config.save_noisy_labels, "--save_noisy_labels")
     start = None if config.noise_only else start_run(config, files)
     if start is not None and start.finished:
         print(f"{files.result} exists: this run has finished (delete the folder to run it again)")

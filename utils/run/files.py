@@ -42,10 +42,7 @@ class RunFiles:
 
     def check_location(self) -> None:
         """The run folder can be a folder: nothing on its path is a file."""
-        for folder in (self.run_dir, *self.run_dir.parents):
-            if folder.exists() and not folder.is_dir():
-                raise UserError(f"--output_dir {self.run_dir}: {folder} is a file, not a folder; "
-                                f"choose another --output_dir")
+        check_folder(self.run_dir, "--output_dir")
 
     def create(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +101,28 @@ class RunFiles:
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.result, result)
+
+
+def check_folder(folder: str | Path, flag: str) -> None:
+    """`folder` can be created and written to: nothing on its path is a file, and the deepest folder
+    that exists is writable. Checked before anything is created, so a bad path leaves nothing behind."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{flag} {folder}: {part} is a file, not a folder; choose another {flag}")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise UserError(f"{flag} {folder}: {part} is not writable (read-only filesystem or "
+                                f"permissions); choose another {flag}")
+            return
+
+
+def check_file_target(path: str | Path, flag: str) -> None:
+    """`path` can be written as a file: it is not a folder and its folder can be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'noisy_labels.npz'}")
+    check_folder(path.parent, flag)
 
 
 def append_results_log(title: str, config_text: str, seed: int, test_acc: float,

@@ -24,7 +24,7 @@ from utils.errors import (EXIT_INTERRUPTED, EXIT_NON_FINITE, EXIT_PREEMPTED, EXI
                           report)
 from utils.run.checkpoint import config_differences, load_compatible_checkpoint, resume_path, save_checkpoint
 from utils.run.config import RunConfig, config_to_dict
-from utils.run.files import RunFiles, append_results_log
+from utils.run.files import RunFiles, append_results_log, check_folder
 from utils.run.preemption import NonFiniteLoss, Preempted
 
 
@@ -38,7 +38,10 @@ class RunStart:
 
 
 def start_run(config: RunConfig, files: RunFiles) -> RunStart:
+    """Decide how this run starts, before anything is created (so bad input leaves nothing behind)."""
     files.check_location()
+    check_folder(config.model_dir, "--model_dir")
+    check_folder("logs", "the official log folder")
     if config.resume == "auto" and files.result.exists():
         saved = files.read_result().get("config")
         differences = config_differences(saved, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS)

@@ -1,0 +1,316 @@
+"""One Clothing1M run's data, network and passes (METHOD.md §4): what the loop of
+utils/clothing_loop.py calls to train, validate, test and predict, on one process or under torchrun
+(utils/vision_task.py is the same for MNIST/CIFAR).
+
+Training draws its shuffling and augmentation from per-epoch seeds; evaluation and extraction are
+sharded so that every image is predicted exactly once and gathered back in order on every rank.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim.lr_scheduler import MultiStepLR
+
+from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform, IGNORED_LABEL, build_splits,
+                           default_num_workers, raise_or_count_bad)
+from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
+from models.pretrained import StateDict, build_classifier, load_imagenet_state
+from utils.clothing_config import ClothingConfig
+from utils.engine import (StopRequested, compile_network, make_sgd, predict_logits, train_one_epoch,
+                          uses_channels_last)
+from utils.metrics import accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
+from utils.run.checkpoint import load_checkpoint
+from utils.run.distributed import (DistContext, all_reduce_sum, any_rank, broadcast_buffers, gather_sharded,
+                                   main_process_first, shard_for_training, shard_indices, unwrap_model,
+                                   wrap_model)
+from utils.run.files import RunFiles
+from utils.run.preemption import Preempted
+from utils.run.progress import progress_enabled, with_progress
+from utils.run.provenance import describe_device
+
+MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
+GAMMA = 0.1
+
+STOP_POLL_EVERY = 8     # batches between collective checks for a stop request
+
+
+SHUFFLE, AUGMENT = 1, 2
+
+
+def epoch_seed(seed: int, purpose: int, outer: int, epoch_in_outer: int, rank: int = 0) -> int:
+    """A seed for one epoch's randomness: an epoch replays identically after --resume (no state to save)."""
+    sequence = np.random.SeedSequence([seed, purpose, outer, epoch_in_outer, rank])
+    return int(sequence.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def class_weights(train_counts: np.ndarray, val_counts: np.ndarray) -> np.ndarray:
+    """w_c = (mean_k n_k / n_c) · (v_c / mean_k v_k), computed in float64 as officially.
+
+    A class absent from the training set gets weight 0 instead of the official inf; no
+    training example carries that label, so the loss is the same.
+    """
+    n = np.asarray(train_counts, dtype=np.float64)
+    v = np.asarray(val_counts, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = (n.mean() / n) * (v / v.mean())
+    return np.where(n > 0, weights, 0.0)
+
+
+@dataclass
+class ClothingTask:
+    """What stays fixed during a run: config, processes, data, files."""
+
+    config: ClothingConfig
+    context: DistContext
+    files: RunFiles
+    splits: ClothingSplits
+    loader: ClothingLoader
+    transform: DeviceBatchTransform
+    imagenet_state: StateDict | None
+    val_counts: np.ndarray
+    should_stop: Callable[[], bool]
+    show_progress: bool
+    bad_in_prediction: int = 0  # unreadable images met by this rank in prediction passes
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            print(message, flush=True)
+
+    def stop_requested(self) -> bool:
+        """The same answer on every rank (collective when distributed)."""
+        return any_rank(self.should_stop(), self.device)
+
+
+@dataclass
+class Trainer:
+    """The network of the current outer round and what updates it."""
+
+    model: nn.Module  # DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: MultiStepLR
+
+    @property
+    def module(self) -> nn.Module:
+        return unwrap_model(self.model)
+
+
+@dataclass(frozen=True)
+class Validation:
+    accuracy: float                  # overall accuracy on the clean validation set, % (compared unrounded)
+    per_class_acc: np.ndarray
+    per_class_precision: np.ndarray
+    scores: np.ndarray
+
+
+def validate(task: ClothingTask, trainer: Trainer) -> Validation:
+    """Clean validation set, eval transform (METHOD.md §4): overall accuracy and the per-class scores."""
+    broadcast_buffers(trainer.model)
+    predictions = predict_positions(task, trainer.module, task.splits.val)
+    labels = task.splits.labels[task.splits.val]
+    per_class_acc, per_class_precision = per_class_accuracy_precision(predictions, labels,
+                                                                      task.config.num_classes)
+    return Validation(accuracy_percent(predictions, labels), per_class_acc, per_class_precision,
+                      per_class_scores(per_class_acc, per_class_precision, task.config.beta))
+
+
+class ClassWeightedLoss:
+    """Class-weighted cross-entropy, normalised over the GLOBAL batch, ignoring skipped images.
+
+    With one process this is nn.CrossEntropyLoss(weight=w). Under DDP (which averages gradients
+    over the W ranks) each rank returns W · Σ_rank w_y·ce / Σ_all w_y, so the update equals the
+    single-process update on the whole batch, as the official batch of 32 on one GPU.
+    It also sums the weighted loss over the epoch for the log.
+    """
+
+    def __init__(self, weights: torch.Tensor, world_size: int) -> None:
+        self.weights = weights
+        self.world_size = world_size
+        self.weighted_sum = torch.zeros((), dtype=torch.float64, device=weights.device)
+        self.weight_total = torch.zeros((), dtype=torch.float64, device=weights.device)
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        valid = labels != IGNORED_LABEL
+        safe_labels = labels.clamp_min(0)
+        example_weights = self.weights[safe_labels] * valid
+        weighted = F.cross_entropy(logits, safe_labels, reduction="none") * example_weights
+        denominator = example_weights.sum().detach()
+        if self.world_size > 1:
+            denominator = all_reduce_sum(denominator.clone())
+        self.weighted_sum += weighted.sum().detach().double()
+        self.weight_total += example_weights.sum().detach().double()
+        return weighted.sum() * self.world_size / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+
+    def epoch_loss(self) -> float:
+        totals = all_reduce_sum(torch.stack([self.weighted_sum, self.weight_total]))
+        self.weighted_sum.zero_()
+        self.weight_total.zero_()
+        return float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
+
+
+def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss, train_positions: np.ndarray,
+                outer: int, inner: int, epoch: int) -> tuple[float, float, int]:
+    """One epoch of SGD over this rank's shard of a fresh permutation of S (positions in the noisy list).
+
+    Returns (loss, accuracy, unreadable images) over all ranks. Shuffling and augmentation are
+    drawn from seeds of (seed, outer round, epoch of the outer round, rank): an epoch replays
+    identically after --resume, with no generator state to save.
+    """
+    config, context = task.config, task.context
+    epoch_in_outer = inner * config.n_epoch + epoch
+    shuffle = torch.Generator().manual_seed(epoch_seed(config.seed, SHUFFLE, outer, epoch_in_outer))
+    augment = torch.Generator().manual_seed(epoch_seed(config.seed, AUGMENT, outer, epoch_in_outer, context.rank))
+    order = train_positions[torch.randperm(len(train_positions), generator=shuffle).numpy()]
+    mine = task.splits.train[shard_for_training(order, context.rank, context.world_size)]
+    per_rank_batch = max(1, config.batch_size // context.world_size)
+    bad = torch.zeros((), dtype=torch.int64)
+    where = f"outer {outer} inner {inner} epoch {epoch + 1}"
+    batches = with_progress(training_batches(task, mine, per_rank_batch, augment, bad),
+                            -(-len(mine) // per_rank_batch), where, task.show_progress)
+    try:
+        stats = train_one_epoch(trainer.model, trainer.optimizer, batches, loss_fn, amp=config.amp,
+                                should_stop=StopPoll(task))
+    except StopRequested:
+        raise Preempted(f"stopped during {where}") from None
+    counts = all_reduce_sum(torch.tensor([stats.correct, stats.count, int(bad)], dtype=torch.int64,
+                                         device=task.device))
+    return loss_fn.epoch_loss(), 100.0 * float(counts[0]) / max(int(counts[1]), 1), int(counts[2])
+
+
+def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int, generator: torch.Generator,
+                     bad: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(augmented normalised images, labels) on the device; unreadable images get the ignored label."""
+    for batch in task.loader.batches(positions, batch_size):
+        bad += raise_or_count_bad(batch, task.config.skip_bad_images)
+        images, labels, ok = task.transform.to_device(batch)
+        yield task.transform.train(images, generator), labels.masked_fill(~ok, IGNORED_LABEL)
+
+
+def stop_if_requested(task: ClothingTask, where: str) -> None:
+    """At an epoch boundary the checkpoint on disk is current: stop at once if asked to."""
+    if task.stop_requested():
+        raise Preempted(f"stopped {where}")
+
+
+class StopPoll:
+    """`should_stop` for the engine: asks all ranks together every STOP_POLL_EVERY batches."""
+
+    def __init__(self, task: ClothingTask) -> None:
+        self.task = task
+        self.calls = 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls % STOP_POLL_EVERY == 0 and self.task.stop_requested()
+
+
+def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarray) -> np.ndarray:
+    """Predicted class of every dataset position (−1: unreadable image), each predicted by exactly one rank."""
+    context, config = task.context, task.config
+    mine = positions[shard_indices(len(positions), context.rank, context.world_size)]
+    ok_masks: list[torch.Tensor] = []
+    # Batches every rank has: only there may the collective stop check run.
+    common_batches = -(-(len(positions) // context.world_size) // config.eval_batch_size)
+
+    def images() -> Iterator[torch.Tensor]:
+        for step, batch in enumerate(task.loader.batches(mine, config.eval_batch_size)):
+            if step < common_batches and step % STOP_POLL_EVERY == STOP_POLL_EVERY - 1 and task.stop_requested():
+                raise Preempted("stopped during a prediction pass")
+            task.bad_in_prediction += raise_or_count_bad(batch, config.skip_bad_images)
+            images_u8, _, ok = task.transform.to_device(batch)
+            ok_masks.append(ok)
+            yield task.transform.eval(images_u8)
+
+    total = -(-len(mine) // config.eval_batch_size)
+    logits = predict_logits(model, with_progress(images(), total, "predicting", task.show_progress), config.amp)
+    local = torch.full((len(mine),), -1, dtype=torch.int64, device=task.device)
+    if len(mine):
+        local = logits.argmax(1).masked_fill(~torch.cat(ok_masks), -1)
+    return gather_sharded(local, len(positions)).cpu().numpy()
+
+
+def accuracy_percent(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy over the readable images, in percent, exact (not a mean of per-batch accuracies)."""
+    valid = predictions >= 0
+    return accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]))
+
+
+class TestAccuracy(NamedTuple):
+    exact: float        # over all readable test images (what we report)
+    batch_mean: float   # the official printout: mean of per-batch accuracies, batches of --batch_size
+
+
+def test(task: ClothingTask, model: nn.Module) -> TestAccuracy:
+    """The clean test set, eval transform."""
+    predictions = predict_positions(task, model, task.splits.test)
+    labels = task.splits.labels[task.splits.test]
+    valid = predictions >= 0
+    official = batch_mean_accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]),
+                                   task.config.batch_size)
+    return TestAccuracy(accuracy_percent(predictions, labels), official)
+
+
+def open_task(config: ClothingConfig, context: DistContext, should_stop: Callable[[], bool]) -> ClothingTask:
+    index = load_index(Path(config.data_root) / INDEX_FILE_NAME)
+    splits = build_splits(index, config.data_root, config.image_size, config.seed)
+    workers = config.num_workers if config.num_workers >= 0 else default_num_workers(context.local_world_size)
+    loader = ClothingLoader(splits.dataset, workers, pin_memory=context.device.type == "cuda")
+    imagenet_state = None
+    if config.use_pretrained:
+        with main_process_first():  # a download into the shared hub cache happens once
+            imagenet_state = load_imagenet_state(config.arch, config.weights)
+    files = RunFiles(config.run_dir)
+    task = ClothingTask(config, context, files, splits, loader,
+                      DeviceBatchTransform(context.device, config.image_size,
+                                           uses_channels_last(config.channels_last, context.device)),
+                      imagenet_state, class_counts(splits.labels[splits.val], config.num_classes),
+                      should_stop, context.is_main and progress_enabled(config.no_progress))
+    task.log(f"Clothing1M: {len(splits.train)} noisy training, {len(splits.val)} clean validation, "
+                f"{len(splits.test)} clean test images; {context.world_size} process(es) on "
+                f"{describe_device(context.device)}; {workers} decoding worker(s) per process")
+    if config.batch_size % context.world_size:
+        task.log(f"WARNING: --batch_size {config.batch_size} is not a multiple of the {context.world_size} "
+                    f"processes: the global batch is {config.batch_size // context.world_size * context.world_size}")
+    return task
+
+
+def network(task: ClothingTask, imagenet_state: StateDict | None) -> nn.Module:
+    config = task.config
+    model = build_classifier(config.arch, config.num_classes, imagenet_state).to(task.device)
+    if uses_channels_last(config.channels_last, task.device):
+        model = model.to(memory_format=torch.channels_last)
+    return compile_network(model, config.compile)
+
+
+def network_without_drawing(task: ClothingTask, imagenet_state: StateDict | None) -> nn.Module:
+    """A network whose weights will be overwritten: built without consuming torch's global RNG, so a
+    resumed run draws the next outer round's last layer exactly as an uninterrupted one."""
+    with torch.random.fork_rng(devices=[]):
+        return network(task, imagenet_state)
+
+
+def new_trainer(task: ClothingTask, saved: dict[str, Any] | None = None) -> Trainer:
+    """SGD and the outer round's scheduler around a fresh pretrained network (new last layer), or
+    around the network, optimizer and scheduler of a checkpoint."""
+    config = task.config
+    if saved is None:
+        model = network(task, task.imagenet_state)
+    else:
+        model = network_without_drawing(task, None)
+        model.load_state_dict(saved["model"])
+    model = wrap_model(model, task.context, sync_batchnorm=not config.no_sync_bn)
+    optimizer = make_sgd(model.parameters(), config.lr, config.weight_decay, config.sgd)
+    return Trainer(model, optimizer, MultiStepLR(optimizer, milestones=list(MILESTONES), gamma=GAMMA))
+
+
+def load_weights(path: str, device: torch.device) -> StateDict:
+    return load_checkpoint(path, map_location=device)
