@@ -12,7 +12,7 @@ from tests.formats import random_vision_arrays, write_cifar
 from data.vision import read_cifar
 from utils.errors import DatasetError, UserError
 
-REAL_CIFARN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-100n"
+REAL_CIFARN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar-10-100n"
 N_TRAIN = 60
 CIFAR10_KEYS = {"aggre": "aggre_label", "random1": "random_label1", "random2": "random_label2",
                 "random3": "random_label3", "worst": "worse_label"}

@@ -13,7 +13,7 @@ from data.clothing_index import (build_index, class_counts, index_to_bytes, load
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
 from utils.errors import DatasetError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
