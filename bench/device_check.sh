@@ -20,7 +20,7 @@ step "environment" | tee -a "$out/summary.txt"
 $py -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0))" 2>&1 | tee -a "$out/summary.txt"
 
 step "unit tests" | tee -a "$out/summary.txt"
-$py -m pytest -q tests/test_engine.py tests/test_device_pipeline.py tests/test_selection.py \
+$py -m pytest -q tests/test_engine.py tests/data/test_device_pipeline.py tests/test_selection.py \
     tests/test_memomentum.py 2>&1 | tail -3 | tee -a "$out/summary.txt" || status=1
 
 step "main.py on CUDA, SIGTERM, resume" | tee -a "$out/summary.txt"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.files import open_binary, refuse_directory
 from data.presets import HUMAN_NOISE_TYPES
 from utils.errors import DatasetError, UserError
 
@@ -28,9 +29,10 @@ WHERE_TO_GET = ("download it from github.com/UCSC-REAL/cifar-10-100n (folder dat
 
 
 def cifarn_file(cifarn_path: str | Path, dataset: str) -> Path:
-    """The label file of `dataset`: `cifarn_path` itself if it is a file, else the file inside that folder."""
+    """The label file of `dataset`: `cifarn_path` itself if it is a file (or carries the file's
+    name, so a directory of that name is reported as such), else the file inside that folder."""
     path = Path(cifarn_path)
-    return path if path.is_file() else path / CIFARN_FILES[dataset]
+    return path if path.is_file() or path.name == CIFARN_FILES[dataset] else path / CIFARN_FILES[dataset]
 
 
 def load_human_labels(cifarn_path: str | Path, dataset: str, noise_type: str,
@@ -57,12 +59,17 @@ def load_human_labels(cifarn_path: str | Path, dataset: str, noise_type: str,
 
 def read_label_file(path: Path) -> dict:
     """torch.load the CIFAR-N file (numpy arrays pickled in torch's zip format, hence weights_only=False)."""
+    expected = "a CIFAR-N label file, " + " or ".join(CIFARN_FILES.values())
+    refuse_directory(path, expected, WHERE_TO_GET)
     if not path.is_file():
         raise DatasetError(f"CIFAR-N label file not found: {path}; {WHERE_TO_GET}")
     import torch  # lazy: only CIFAR-N runs need it here
 
     try:
-        contents = torch.load(path, weights_only=False, map_location="cpu")
+        with open_binary(path, expected, WHERE_TO_GET) as handle:
+            contents = torch.load(handle, weights_only=False, map_location="cpu")
+    except DatasetError:
+        raise
     except Exception as err:  # a truncated zip, a wrong file: torch raises many types
         raise DatasetError(f"{path} is not a readable CIFAR-N label file ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:200]}); {WHERE_TO_GET}") from err

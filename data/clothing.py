@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as TF
 
+from data.clothing_index import check_splits_not_empty
 from data.device_pipeline import DevicePipeline, crop_and_flip
 from utils.errors import DatasetError
 
@@ -139,7 +140,9 @@ def build_splits(index: dict[str, np.ndarray], root: str | Path, image_size: int
 
     The official code shuffles the list with numpy's global generator seeded with --seed, first
     draw; a private RandomState(seed).permutation gives the same order without global state.
+    An empty split is refused (`check_splits_not_empty`): nothing could be trained, scored or reported.
     """
+    check_splits_not_empty(index, "the Clothing1M index")
     order = np.random.RandomState(seed).permutation(len(index["train_labels"]))
     keys = np.concatenate([np.asarray(index["train_data"])[order], np.asarray(index["clean_val_data"]),
                            np.asarray(index["test_data"])])

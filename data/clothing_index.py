@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from utils.errors import DatasetError
+from data.files import open_binary, refuse_directory
+from utils.errors import DatasetError, UserError
 
 ANNOTATIONS = "annotations"
 INDEX_FILE_NAME = "Clothing1m-data.npy"
@@ -30,6 +31,10 @@ SPLITS: dict[str, tuple[str, str, str, str]] = {
     "test": ("clean_test_key_list.txt", "clean_label_kv.txt", "test_data", "test_labels"),
 }
 INDEX_KEYS = tuple(key for _, _, data, labels in SPLITS.values() for key in (data, labels))
+# What each split is for: an empty one cannot do it (METHOD.md §4).
+SPLIT_PURPOSES = {"train": "to train on", "val": "to score and select checkpoints",
+                  "test": "to report the test accuracy"}
+REBUILD = "rebuild it with Clothing1m-data.py"
 
 
 @dataclass
@@ -78,10 +83,17 @@ def parse_label_kv(lines: Iterable[str], source: str, num_classes: int = NUM_CLA
 
 
 def read_lines(path: Path) -> list[str]:
+    """The lines of one annotation file; missing, a directory, unreadable or not UTF-8: a DatasetError naming it."""
+    where = f"the official Clothing1M annotations under <data_root>/{ANNOTATIONS}/ (see docs/clothing1m.md)"
+    refuse_directory(path, f"a Clothing1M annotation file, {path.name}", f"put {where} there")
     if not path.is_file():
-        raise DatasetError(f"annotation file {path} does not exist; expected the official Clothing1M "
-                           f"annotations under <data_root>/{ANNOTATIONS}/ (see docs/clothing1m.md)")
-    return path.read_text(encoding="utf-8").splitlines()
+        raise DatasetError(f"annotation file {path} does not exist; expected {where}")
+    with open_binary(path, f"a Clothing1M annotation file, {path.name}", f"use {where}") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"annotation file {path} is not UTF-8 text ({err}); expected {where}") from None
 
 
 def label_split(keys: Sequence[str], labels_by_key: dict[str, int], drop_unlabelled: bool) -> SplitIndex:
@@ -126,13 +138,17 @@ def unlabelled_report(splits: dict[str, SplitIndex], limit: int = 10) -> str:
 def build_index(splits: dict[str, SplitIndex]) -> dict[str, np.ndarray]:
     """The official index dict. Refuses a split that still holds unlabelled keys (label -1)."""
     index: dict[str, np.ndarray] = {}
-    for name, (_, _, data_key, labels_key) in SPLITS.items():
+    for name, (key_file, _, data_key, labels_key) in SPLITS.items():
         split = splits[name]
         if split.unlabelled and (split.labels < 0).any():
             raise DatasetError(f"the {name} split has keys without a label:\n"
                                f"{unlabelled_report({name: split})}\n"
                                f"fix the annotation files, or pass --drop_unlabelled to drop those "
                                f"keys together with their (missing) labels")
+        if len(split.keys) == 0:
+            dropped = f" ({len(split.unlabelled)} dropped for lack of a label)" if split.unlabelled else ""
+            raise DatasetError(f"the {name} split is empty: {ANNOTATIONS}/{key_file} lists no image{dropped}, "
+                               f"and one is needed {SPLIT_PURPOSES[name]}; check the annotation files")
         index[data_key] = split.keys
         index[labels_key] = split.labels
     return index
@@ -145,14 +161,20 @@ def index_to_bytes(index: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def load_index(path: str | Path) -> dict[str, np.ndarray]:
-    """Load and check an index file written by Clothing1m-data.py (or by the official builder)."""
+def load_index(path: str | Path, num_classes: int | None = None) -> dict[str, np.ndarray]:
+    """Load and check an index file written by Clothing1m-data.py (or by the official builder).
+
+    Refuses an empty split; with `num_classes` (the run's --num_classes), also labels outside
+    0..num_classes-1 (see `check_labels_fit`).
+    """
     path = Path(path)
+    build = f"build it with `python Clothing1m-data.py --data_root {path.parent}`"
+    refuse_directory(path, f"the Clothing1M index {INDEX_FILE_NAME}", build)
     if not path.is_file():
-        raise DatasetError(f"index file {path} does not exist; build it first with "
-                           f"`python Clothing1m-data.py --data_root {path.parent}`")
+        raise DatasetError(f"index file {path} does not exist; {build}")
     try:
-        index = np.load(path, allow_pickle=True).item()
+        with open_binary(path, f"the Clothing1M index {INDEX_FILE_NAME}", build) as handle:
+            index = np.load(handle, allow_pickle=True).item()
     except (OSError, ValueError, EOFError) as error:
         raise DatasetError(f"index file {path} is unreadable ({error}); rebuild it with "
                            f"Clothing1m-data.py") from None
@@ -163,7 +185,38 @@ def load_index(path: str | Path) -> dict[str, np.ndarray]:
         if len(index[data_key]) != len(index[labels_key]):
             raise DatasetError(f"index file {path}: {data_key} has {len(index[data_key])} entries but "
                                f"{labels_key} has {len(index[labels_key])}; rebuild it with Clothing1m-data.py")
+    check_splits_not_empty(index, f"index file {path}")
+    if num_classes is not None:
+        check_index_labels(index, num_classes, str(path))
     return index
+
+
+def check_splits_not_empty(index: dict[str, np.ndarray], source: str) -> None:
+    """Refuse an index whose training, validation or test list is empty (each has a job in the loop)."""
+    for name, (key_file, _, data_key, labels_key) in SPLITS.items():
+        if len(index[labels_key]) == 0:
+            raise DatasetError(f"{source}: the {name} list ({data_key}) is empty, but it is needed "
+                               f"{SPLIT_PURPOSES[name]}; check {ANNOTATIONS}/{key_file}, then {REBUILD}")
+
+
+def check_labels_fit(labels: np.ndarray, num_classes: int, source: str) -> None:
+    """Refuse labels a `num_classes`-way network cannot take (they would end in an IndexError mid-run)."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return
+    if labels.min() < 0:
+        raise DatasetError(f"negative label {labels.min()} found in {source} (a key without a label?); "
+                           f"{REBUILD}")
+    if labels.max() >= num_classes:
+        raise UserError(f"labels up to {labels.max()} found in {source}, but --num_classes is {num_classes}; "
+                        f"pass --num_classes {labels.max() + 1} (Clothing1M has {NUM_CLASSES}) or use an "
+                        f"index with fewer classes")
+
+
+def check_index_labels(index: dict[str, np.ndarray], num_classes: int, source: str) -> None:
+    """`check_labels_fit` on the labels of every split of the index."""
+    for _, _, _, labels_key in SPLITS.values():
+        check_labels_fit(index[labels_key], num_classes, f"{source} ({labels_key})")
 
 
 def class_counts(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:

@@ -1,5 +1,11 @@
 """Synthetic label noise: symmetric, pair-flip and instance-dependent (METHOD.md, section 2).
 
+Also ``symmetric_all``, the other convention peers call "symmetric r" (DivideMix and its
+followers): with probability r the label is replaced by a class drawn from all C classes, so it
+may stay the same and the realised rate is r (C - 1) / C. It uses the same sequential draws as
+``symmetric``, only its transition matrix differs. (DivideMix picks exactly floor(r N) examples to
+replace; here each label is replaced with probability r: same matrix, same expected rate.)
+
 Every generator is a pure function of its inputs and a seed. The official code seeds numpy's
 global generator; a private ``np.random.RandomState(seed)`` yields the same stream, so we
 reproduce the official labels bit for bit without touching global state (STYLE.md, rule 4).
@@ -14,7 +20,7 @@ from scipy import stats
 
 from utils.errors import UserError
 
-NOISE_TYPES = ("symmetric", "pairflip", "instance")
+NOISE_TYPES = ("symmetric", "pairflip", "instance", "symmetric_all")
 
 # Instance noise: per-example flip rates are drawn from N(rate, 0.1^2) truncated to [0, 1]
 # (Xia et al. 2020, as in the official code; METHOD.md, section 2).
@@ -37,12 +43,28 @@ def symmetric_transition(num_classes: int, rate: float) -> np.ndarray:
     return transition
 
 
+def symmetric_all_transition(num_classes: int, rate: float) -> np.ndarray:
+    """Row-stochastic T with 1 - rate + rate / C on the diagonal and rate / C elsewhere.
+
+    DivideMix's "symmetric" noise: with probability rate, a class drawn uniformly from all C
+    classes (the true one included), so only rate (C - 1) / C of the labels actually change.
+    """
+    transition = np.full((num_classes, num_classes), rate / num_classes)
+    np.fill_diagonal(transition, 1.0 - rate + rate / num_classes)
+    return transition
+
+
 def pairflip_transition(num_classes: int, rate: float) -> np.ndarray:
     """Row-stochastic T with 1 - rate on the diagonal and rate at (i, (i + 1) mod C)."""
     transition = np.eye(num_classes) * (1.0 - rate)
     rows = np.arange(num_classes)
     transition[rows, (rows + 1) % num_classes] += rate
     return transition
+
+
+# The noise types drawn row by row from a transition matrix (the rest is instance-dependent).
+TRANSITIONS = {"symmetric": symmetric_transition, "pairflip": pairflip_transition,
+               "symmetric_all": symmetric_all_transition}
 
 
 def flip_with_transition(clean_labels: np.ndarray, transition: np.ndarray, seed: int) -> np.ndarray:
@@ -166,11 +188,8 @@ def make_noisy_labels(
     clean_labels = np.asarray(clean_labels)
     _validate(clean_labels, images, noise_type, noise_rate, num_classes)
     clean_labels = clean_labels.astype(np.int64)
-    transition = None
-    if noise_type == "symmetric":
-        transition = symmetric_transition(num_classes, noise_rate)
-    elif noise_type == "pairflip":
-        transition = pairflip_transition(num_classes, noise_rate)
+    make_transition = TRANSITIONS.get(noise_type)
+    transition = None if make_transition is None else make_transition(num_classes, noise_rate)
     if noise_rate == 0.0:
         labels = clean_labels.copy()
     elif transition is not None:

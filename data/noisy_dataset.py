@@ -21,7 +21,7 @@ from data.vision import VisionData, load_vision_data
 class NoisyDataset:
     vision: VisionData
     noisy_labels: np.ndarray         # every training example, before the split
-    transition: np.ndarray | None    # for symmetric / pairflip noise
+    transition: np.ndarray | None    # for symmetric, pairflip and symmetric_all noise
     actual_rate: float               # fraction of training labels that differ from the clean ones
     train_index: np.ndarray          # official order
     val_index: np.ndarray            # increasing

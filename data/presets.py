@@ -25,7 +25,9 @@ PRESETS: dict[str, DatasetPreset] = {
     "digits": DatasetPreset("digits", 10, "lenet", (0.1307,), (0.3081,), False),
 }
 
-SYNTHETIC_NOISE_TYPES = ("symmetric", "pairflip", "instance")
+# symmetric_all: DivideMix's convention of "symmetric" (replace with probability r by any of the C
+# classes); see data/noise.py.
+SYNTHETIC_NOISE_TYPES = ("symmetric", "pairflip", "instance", "symmetric_all")
 # CIFAR-N (Wei et al., ICLR 2022): real human labels, read from the CIFAR-N label files.
 HUMAN_NOISE_TYPES: dict[str, tuple[str, ...]] = {
     "cifar10": ("aggre", "random1", "random2", "random3", "worst"),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.files import open_binary, refuse_directory
 from utils.errors import DatasetError, UserError
 
 DATASETS = ("mnist", "cifar10", "cifar100", "digits")
@@ -44,6 +45,8 @@ CIFAR_TRAIN_FILES = {"cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)), "
 CIFAR_TEST_FILES = {"cifar10": ("test_batch",), "cifar100": ("test",)}
 CIFAR_LABEL_KEYS = {"cifar10": "labels", "cifar100": "fine_labels"}
 CIFAR_ROW = 3 * 32 * 32
+FILE_KINDS = {"mnist": "an MNIST IDX file", "cifar10": "a CIFAR-10 batch (python pickle)",
+              "cifar100": "a CIFAR-100 batch (python pickle)"}
 
 IDX_UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
@@ -103,8 +106,8 @@ def expected_files(name: str, root: str | Path) -> list[Path]:
 
 
 def missing_files(name: str, root: str | Path) -> list[Path]:
-    """The expected files of dataset `name` that are absent under `root`."""
-    return [p for p in expected_files(name, root) if _existing_variant(p) is None]
+    """The expected files of dataset `name` that are absent under `root` (a directory in a file's place is an error)."""
+    return [p for p in expected_files(name, root) if _existing_variant(p, FILE_KINDS[name]) is None]
 
 
 def download_dataset(name: str, root: str | Path) -> None:
@@ -139,11 +142,18 @@ def _missing_message(name: str, missing: list[Path], what: str) -> str:
     return f"{name} {what}: expected {listed}{suffix}; {HOW_TO_FIX}"
 
 
-def _existing_variant(path: Path) -> Path | None:
-    """`path` itself if it exists, else its `.gz` sibling (MNIST ships gzipped), else None."""
-    for candidate in (path, path.with_name(path.name + ".gz")):
+def _existing_variant(path: Path, expected: str) -> Path | None:
+    """`path` itself if it exists, else its `.gz` sibling (MNIST ships gzipped), else None.
+
+    A directory under either name, and no file, is refused: "not found" would send the user
+    looking for a file that is, in a sense, there.
+    """
+    candidates = (path, path.with_name(path.name + ".gz"))
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
+    for candidate in candidates:
+        refuse_directory(candidate, expected, HOW_TO_FIX)
     return None
 
 
@@ -182,8 +192,11 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed when it starts with the gzip magic (whatever its suffix)."""
     try:
-        raw = path.read_bytes()
+        with open_binary(path, FILE_KINDS["mnist"], HOW_TO_FIX) as handle:
+            raw = handle.read()
         return gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
+    except DatasetError:
+        raise
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: file not found; {HOW_TO_FIX}") from err
     except Exception as err:  # OSError, EOFError (truncated gzip), zlib.error (corrupt gzip), ...
@@ -198,7 +211,7 @@ def read_mnist(root: str | Path) -> VisionData:
     root = Path(root)
     paths = {}
     for key, filename in MNIST_FILES.items():
-        found = _existing_variant(root / MNIST_DIR / filename)
+        found = _existing_variant(root / MNIST_DIR / filename, FILE_KINDS["mnist"])
         if found is None:
             raise DatasetError(_missing_message("mnist", [root / MNIST_DIR / filename], "not found"))
         paths[key] = found
@@ -206,6 +219,8 @@ def read_mnist(root: str | Path) -> VisionData:
     for split in ("train", "test"):
         images = read_idx(paths[f"{split}_images"], expected_ndim=3)
         labels = read_idx(paths[f"{split}_labels"], expected_ndim=1)
+        for path, array in ((paths[f"{split}_images"], images), (paths[f"{split}_labels"], labels)):
+            _refuse_empty(path, len(array), f"the {split} split")
         _check_mnist_split(paths[f"{split}_images"], images, paths[f"{split}_labels"], labels)
         splits[split] = (images, labels.astype(np.int64))
     return VisionData("mnist", *splits["train"], *splits["test"], num_classes=NUM_CLASSES["mnist"])
@@ -244,7 +259,7 @@ def read_cifar(root: str | Path, name: str) -> VisionData:
 
 def read_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR pickle as (uint8 images [n, 32, 32, 3], int64 labels [n])."""
-    batch = _unpickle(path)
+    batch = _unpickle(path, name)
     label_key = CIFAR_LABEL_KEYS[name]
     absent = [k for k in ("data", label_key) if k not in batch]
     if absent:
@@ -255,6 +270,7 @@ def read_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: 'data' must be uint8 with a multiple of {CIFAR_ROW} values, "
             f"found {data.dtype} with {data.size} values; {HOW_TO_FIX}"
         )
+    _refuse_empty(path, data.size // CIFAR_ROW, "a CIFAR batch")
     # rows are channel-first (R plane, G plane, B plane); HWC is torchvision's `.data` layout
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     labels = _as_label_vector(path, batch[label_key], label_key)
@@ -264,12 +280,14 @@ def read_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path, name: str) -> dict:
     """Load a CIFAR pickle; keys come back as str whether they were pickled as bytes or str."""
     try:
-        with path.open("rb") as handle:
+        with open_binary(path, FILE_KINDS[name], HOW_TO_FIX) as handle:
             # latin1 decodes the Python 2 strings of the original files (as torchvision does)
             batch = pickle.load(handle, encoding="latin1")
+    except DatasetError:
+        raise
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: file not found; {HOW_TO_FIX}") from err
     except Exception as err:  # truncation and corruption surface as many exception types
@@ -290,6 +308,13 @@ def _as_label_vector(path: Path, values: object, key: str) -> np.ndarray:
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise DatasetError(f"{path}: '{key}' must be a flat list of integers, found {labels.dtype} {labels.shape}")
     return labels.astype(np.int64)
+
+
+def _refuse_empty(path: Path, count: int, what: str) -> None:
+    """A file that parses but holds no example: refused here, not met later as an IndexError."""
+    if count == 0:
+        raise DatasetError(f"{path}: holds 0 examples, but {what} needs at least one; the file is "
+                           f"incomplete or not the real one; {HOW_TO_FIX}")
 
 
 def _check_label_range(path: Path, labels: np.ndarray, num_classes: int) -> None:

@@ -66,7 +66,8 @@ def write_cifar(
     """
     if name == "cifar10":
         folder = Path(root) / "cifar-10-batches-py"
-        # np.array_split gives 5 batches of any sizes (some empty when there are fewer than 5 images)
+        # np.array_split gives 5 batches of any sizes; with fewer than 5 images some are empty, which
+        # the reader refuses (tests of that refusal use exactly this)
         for i, part in enumerate(np.array_split(np.arange(len(train_images)), 5), start=1):
             batch = _cifar10_batch(train_images[part], np.asarray(train_labels)[part], f"training batch {i} of 5")
             _write_pickle(folder / f"data_batch_{i}", batch)

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.clothing_index import (build_index, class_counts, index_to_bytes, load_index, parse_key_list,
-                                 parse_label_kv, read_all_splits)
+from data.clothing_index import (INDEX_FILE_NAME, build_index, check_index_labels, check_labels_fit,
+                                 check_splits_not_empty, class_counts, index_to_bytes, load_index,
+                                 parse_key_list, parse_label_kv, read_all_splits)
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
-from utils.errors import DatasetError
+from tests.data.permissions import deny_reading
+from utils.errors import DatasetError, UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
@@ -130,3 +132,96 @@ def test_load_index_rejects_misaligned_file(tmp_path):
         load_index(tmp_path / "Clothing1m-data.npy")
     with pytest.raises(DatasetError, match="Clothing1m-data.py"):
         load_index(tmp_path / "nowhere" / "Clothing1m-data.npy")
+
+
+# --------------------------------------------------------------------------- refusals of bad input
+
+
+def small_index(**overrides) -> dict[str, np.ndarray]:
+    index = {"train_data": np.array(["images/0/a.jpg", "images/0/b.jpg"]), "train_labels": np.array([0, 13]),
+             "clean_val_data": np.array(["images/1/c.jpg"]), "clean_val_labels": np.array([5]),
+             "test_data": np.array(["images/2/d.jpg"]), "test_labels": np.array([12])}
+    index.update(overrides)
+    return index
+
+
+def write_index(folder: Path, index: dict[str, np.ndarray]) -> Path:
+    path = folder / INDEX_FILE_NAME
+    path.write_bytes(index_to_bytes(index))
+    return path
+
+
+def test_check_labels_fit_names_the_largest_label_the_file_and_the_flag():
+    check_labels_fit(np.array([0, 3, 13]), 14, "somewhere.npy")
+    check_labels_fit(np.array([], dtype=np.int64), 2, "somewhere.npy")
+    with pytest.raises(UserError, match=r"labels up to 13 found in somewhere\.npy, but --num_classes is 10") as info:
+        check_labels_fit(np.array([0, 13, 4]), 10, "somewhere.npy")
+    assert "--num_classes 14" in str(info.value)
+    with pytest.raises(DatasetError, match=r"negative label -1 found in somewhere\.npy"):
+        check_labels_fit(np.array([0, -1]), 10, "somewhere.npy")
+
+
+def test_load_index_with_fewer_classes_than_its_labels(tmp_path):
+    path = write_index(tmp_path, small_index())
+    assert load_index(path, num_classes=14)["train_labels"].tolist() == [0, 13]
+    with pytest.raises(UserError, match="labels up to 13 found in .*but --num_classes is 10") as info:
+        load_index(path, num_classes=10)
+    assert str(path) in str(info.value) and "train_labels" in str(info.value)
+    check_index_labels(small_index(), 14, "index")
+    with pytest.raises(UserError, match=r"labels up to 12 found in index \(test_labels\)"):
+        check_index_labels(small_index(train_labels=np.array([0, 1])), 6, "index")
+
+
+@pytest.mark.parametrize("split, data_key, labels_key", [("val", "clean_val_data", "clean_val_labels"),
+                                                         ("test", "test_data", "test_labels"),
+                                                         ("train", "train_data", "train_labels")])
+def test_an_empty_list_is_refused_with_a_reason(tmp_path, split, data_key, labels_key):
+    empty = small_index(**{data_key: np.array([], dtype=str), labels_key: np.array([], dtype=np.int64)})
+    path = write_index(tmp_path, empty)
+    with pytest.raises(DatasetError, match=rf"the {split} list \({data_key}\) is empty, but it is needed") as info:
+        load_index(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(DatasetError, match=rf"the {split} list \({data_key}\) is empty"):
+        check_splits_not_empty(empty, "the index")
+    from data.clothing import build_splits  # imports torch: only here
+
+    with pytest.raises(DatasetError, match=rf"the {split} list \({data_key}\) is empty"):
+        build_splits(empty, tmp_path, 16, seed=1)
+
+
+def test_build_index_refuses_an_empty_test_key_list(tiny):
+    (tiny.root / "annotations" / "clean_test_key_list.txt").write_text("\n")
+    with pytest.raises(DatasetError, match=r"the test split is empty: annotations/clean_test_key_list\.txt"):
+        build_index(read_all_splits(tiny.root, drop_unlabelled=True))
+
+
+@pytest.mark.parametrize("name", ["clean_test_key_list.txt", "noisy_label_kv.txt"])
+def test_directory_in_place_of_an_annotation_file(tiny, name):
+    target = tiny.root / "annotations" / name
+    target.unlink()
+    target.mkdir()
+    with pytest.raises(DatasetError, match="is a directory, expected a file") as info:
+        read_all_splits(tiny.root, drop_unlabelled=True)
+    assert str(target) in str(info.value)
+
+
+def test_unreadable_annotation_file(tiny, monkeypatch):
+    target = tiny.root / "annotations" / "clean_label_kv.txt"
+    deny_reading(monkeypatch, target)
+    with pytest.raises(DatasetError, match="permission denied") as info:
+        read_all_splits(tiny.root, drop_unlabelled=True)
+    assert str(target) in str(info.value)
+
+
+def test_directory_or_unreadable_file_in_place_of_the_index(tmp_path, monkeypatch):
+    target = tmp_path / INDEX_FILE_NAME
+    target.mkdir()
+    with pytest.raises(DatasetError, match="is a directory, expected a file") as info:
+        load_index(target)
+    assert str(target) in str(info.value) and "Clothing1m-data.py" in str(info.value)
+    target.rmdir()
+    write_index(tmp_path, small_index())
+    deny_reading(monkeypatch, target)
+    with pytest.raises(DatasetError, match="permission denied") as info:
+        load_index(target)
+    assert str(target) in str(info.value)

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from data.cifarn import CIFARN_FILES, load_human_labels
+from tests.data.permissions import deny_reading
 from tests.formats import random_vision_arrays, write_cifar
 from data.vision import read_cifar
 from utils.errors import DatasetError, UserError
 
-REAL_CIFARN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-100n"
+REAL_CIFARN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar-10-100n"
 N_TRAIN = 60
 CIFAR10_KEYS = {"aggre": "aggre_label", "random1": "random_label1", "random2": "random_label2",
                 "random3": "random_label3", "worst": "worse_label"}
@@ -73,6 +74,25 @@ def test_refuses_a_file_of_another_size(tmp_path: Path) -> None:
 def test_missing_file_says_where_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not found.*github.com/UCSC-REAL/cifar-10-100n"):
         load_human_labels(tmp_path, "cifar10", "aggre", np.zeros(3, dtype=np.int64))
+
+
+def test_directory_in_place_of_the_label_file(tmp_path: Path) -> None:
+    target = tmp_path / "cifarn" / "CIFAR-10_human.pt"
+    target.mkdir(parents=True)
+    for given in (tmp_path / "cifarn", target):  # the folder, or the file's path itself
+        with pytest.raises(DatasetError, match="is a directory, expected a file") as info:
+            load_human_labels(given, "cifar10", "aggre", np.zeros(3, dtype=np.int64))
+        assert str(target) in str(info.value)
+
+
+def test_unreadable_label_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = cifar_labels(tmp_path, "cifar10")
+    human_file(tmp_path / "cifarn", "cifar10", clean)
+    target = tmp_path / "cifarn" / "CIFAR-10_human.pt"
+    deny_reading(monkeypatch, target)
+    with pytest.raises(DatasetError, match="permission denied") as info:
+        load_human_labels(tmp_path / "cifarn", "cifar10", "aggre", clean)
+    assert str(target) in str(info.value)
 
 
 @pytest.mark.parametrize("contents, message", [

@@ -16,11 +16,13 @@ from data.noise import (
     make_noisy_labels,
     pairflip_transition,
     realised_noise_rate,
+    symmetric_all_transition,
     symmetric_transition,
 )
+from data.presets import PRESETS, SYNTHETIC_NOISE_TYPES, noise_types_for
 from utils.errors import UserError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_noise"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official_noise"
 CASES = sorted(p.stem for p in FIXTURES.glob("*-seed*.npz") if not p.stem.startswith("inputs"))
 
 
@@ -76,13 +78,52 @@ def test_transition_matrices():
         np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
 
 
-@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip"])
+def test_symmetric_all_transition_by_hand():
+    # C = 4, r = 0.5: r / C = 0.125 off the diagonal, 1 - r + r / C = 0.625 on it (exact in binary).
+    expected = np.array([[0.625, 0.125, 0.125, 0.125],
+                         [0.125, 0.625, 0.125, 0.125],
+                         [0.125, 0.125, 0.625, 0.125],
+                         [0.125, 0.125, 0.125, 0.625]])
+    np.testing.assert_array_equal(symmetric_all_transition(4, 0.5), expected)
+    np.testing.assert_array_equal(symmetric_all_transition(2, 0.5), [[0.75, 0.25], [0.25, 0.75]])
+    np.testing.assert_array_equal(symmetric_all_transition(3, 0.0), np.eye(3))
+    for num_classes, rate in ((4, 0.5), (10, 0.4), (100, 0.8), (2, 0.99)):
+        np.testing.assert_allclose(symmetric_all_transition(num_classes, rate).sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+def test_symmetric_all_realised_rate_is_r_times_c_minus_1_over_c():
+    labels = np.random.RandomState(3).randint(0, 10, size=50_000)
+    result = make_noisy_labels(labels, None, "symmetric_all", 0.4, 10, seed=5)
+    np.testing.assert_array_equal(result.transition, symmetric_all_transition(10, 0.4))
+    expected = 0.4 * 9 / 10  # 0.36, not 0.4
+    standard_error = np.sqrt(expected * (1 - expected) / len(labels))  # about 0.002
+    assert abs(result.actual_rate - expected) < 4 * standard_error
+    assert result.actual_rate == realised_noise_rate(labels, result.labels)
+
+
+def test_symmetric_all_draws_like_symmetric_from_its_own_matrix():
+    labels = np.random.RandomState(1).randint(0, 10, size=2_000)
+    result = make_noisy_labels(labels, None, "symmetric_all", 0.4, 10, seed=7)
+    np.testing.assert_array_equal(result.labels,
+                                  flip_with_transition(labels, symmetric_all_transition(10, 0.4), seed=7))
+    again = make_noisy_labels(labels, None, "symmetric_all", 0.4, 10, seed=7)
+    np.testing.assert_array_equal(result.labels, again.labels)
+
+
+def test_symmetric_all_is_a_valid_noise_type_for_the_synthetic_datasets():
+    assert set(SYNTHETIC_NOISE_TYPES) == set(NOISE_TYPES)
+    for dataset in PRESETS:
+        assert "symmetric_all" in noise_types_for(dataset)
+
+
+@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip", "symmetric_all"])
 def test_empirical_transition_matches_matrix(noise_type):
     labels = np.random.RandomState(3).randint(0, 10, size=50_000)
     result = make_noisy_labels(labels, None, noise_type, 0.45, 10, seed=5)
     # About 5,000 examples a row: the standard error of an entry is at most 0.007.
     np.testing.assert_allclose(empirical_transition(labels, result.labels, 10), result.transition, atol=0.035)
-    assert abs(result.actual_rate - 0.45) < 0.01
+    expected_rate = 0.45 * 9 / 10 if noise_type == "symmetric_all" else 0.45
+    assert abs(result.actual_rate - expected_rate) < 0.01
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.45])
@@ -119,6 +160,10 @@ def test_rate_zero_returns_clean_labels(noise_type):
     [
         ("symmetric", -0.1, 10, [0, 1], "noise rate"),
         ("symmetric", 1.0, 10, [0, 1], "noise rate"),
+        ("symmetric_all", 1.0, 10, [0, 1], "noise rate"),
+        ("symmetric_all", -0.2, 10, [0, 1], "noise rate"),
+        ("symmetric_all", float("nan"), 10, [0, 1], "noise rate"),
+        ("symmetric_all", 0.2, 1, [0, 0], "at least 2 classes"),
         ("uniform", 0.2, 10, [0, 1], "symmetric, pairflip, instance"),
         ("symmetric", 0.2, 1, [0, 0], "at least 2 classes"),
         ("pairflip", 0.2, 1, [0, 0], "at least 2 classes"),
@@ -128,8 +173,9 @@ def test_rate_zero_returns_clean_labels(noise_type):
 )
 def test_bad_inputs_raise_user_error(noise_type, rate, num_classes, labels, message):
     images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as raised:
         make_noisy_labels(np.array(labels), images, noise_type, rate, num_classes, seed=1)
+    assert "\n" not in str(raised.value)  # one line
 
 
 def test_instance_noise_needs_one_image_per_label():

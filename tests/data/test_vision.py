@@ -13,6 +13,7 @@ import torchvision.datasets
 
 import data.vision as vision
 
+from tests.data.permissions import deny_reading
 from tests.formats import random_vision_arrays, write_cifar, write_idx, write_mnist
 from data.vision import (
     DATASETS,
@@ -25,7 +26,7 @@ from data.vision import (
 )
 from utils.errors import DatasetError, UserError
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 
@@ -79,10 +80,11 @@ def test_cifar10_round_trip(tmp_path: Path) -> None:
     assert_same(load_vision_data("cifar10", tmp_path), arrays, "cifar10", 10)
 
 
-def test_cifar10_fewer_examples_than_batches(tmp_path: Path) -> None:
-    arrays = random_vision_arrays("cifar10", 3, 1, seed=2)  # two training batches are empty
-    write_cifar(tmp_path, "cifar10", *arrays)
-    assert_same(read_cifar(tmp_path, "cifar10"), arrays, "cifar10", 10)
+def test_cifar10_empty_batch_is_refused(tmp_path: Path) -> None:
+    # No real CIFAR-10 batch is empty: one that is means an incomplete or substituted copy.
+    folder = write_cifar(tmp_path, "cifar10", *random_vision_arrays("cifar10", 3, 1, seed=2))
+    with raises_naming(folder / "data_batch_4", "holds 0 examples"):  # batches 4 and 5 are empty
+        read_cifar(tmp_path, "cifar10")
 
 
 def test_cifar100_round_trip(tmp_path: Path) -> None:
@@ -188,7 +190,71 @@ def test_mnist_missing_file(tmp_path: Path) -> None:
     assert "--data_path" in str(info.value) and "train-images" not in str(info.value)
 
 
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_mnist_zero_examples_refused_naming_the_file(tmp_path: Path, gz: bool, split: str) -> None:
+    # A valid header whose count is 0: the whole split is empty. Refused when read, not met
+    # later as an IndexError in the training loop.
+    raw = mnist_raw(tmp_path, gz)
+    suffix = ".gz" if gz else ""
+    target = write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", np.zeros((0, 28, 28), dtype=np.uint8), gz)
+    write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", np.zeros(0, dtype=np.uint8), gz)
+    with raises_naming(target, "holds 0 examples") as info:
+        load_vision_data("mnist", tmp_path, download_if_reachable=False)
+    assert "needs at least one" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_directory_in_place_of_a_file(tmp_path: Path, gz: bool) -> None:
+    raw = mnist_raw(tmp_path, gz)
+    suffix = ".gz" if gz else ""
+    (raw / f"train-labels-idx1-ubyte{suffix}").unlink()
+    target = raw / f"train-labels-idx1-ubyte{suffix}"
+    target.mkdir()
+    with raises_naming(target, "is a directory, expected a file"):
+        load_vision_data("mnist", tmp_path, download_if_reachable=False)
+    with raises_naming(target, "is a directory, expected a file"):
+        read_mnist(tmp_path)
+    with raises_naming(target, "is a directory, expected a file"):
+        read_idx(target)
+
+
+def test_mnist_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = mnist_raw(tmp_path) / "t10k-images-idx3-ubyte"
+    deny_reading(monkeypatch, target)
+    with raises_naming(target, "permission denied"):
+        load_vision_data("mnist", tmp_path, download_if_reachable=False)
+
+
 # --------------------------------------------------------------------------- malformed CIFAR
+
+
+def test_cifar_directory_in_place_of_a_batch(tmp_path: Path) -> None:
+    folder = write_cifar(tmp_path, "cifar100", *random_vision_arrays("cifar100", 4, 2, seed=0))
+    target = folder / "test"
+    target.unlink()
+    target.mkdir()
+    with raises_naming(target, "is a directory, expected a file"):
+        load_vision_data("cifar100", tmp_path, download_if_reachable=False)
+    with raises_naming(target, "is a directory, expected a file"):
+        read_cifar(tmp_path, "cifar100")
+
+
+def test_cifar_unreadable_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = cifar10_folder(tmp_path) / "data_batch_2"
+    deny_reading(monkeypatch, target)
+    with raises_naming(target, "permission denied"):
+        load_vision_data("cifar10", tmp_path, download_if_reachable=False)
+
+
+@pytest.mark.parametrize("rows", [np.zeros((0, 3072), dtype=np.uint8), np.zeros(0, dtype=np.uint8)])
+def test_cifar_batch_without_rows(tmp_path: Path, rows: np.ndarray) -> None:
+    folder = write_cifar(tmp_path, "cifar100", *random_vision_arrays("cifar100", 4, 2, seed=0))
+    target = folder / "test"
+    with target.open("wb") as handle:
+        pickle.dump({b"data": rows, b"fine_labels": [], b"coarse_labels": []}, handle, protocol=2)
+    with raises_naming(target, "holds 0 examples"):
+        load_vision_data("cifar100", tmp_path, download_if_reachable=False)
 
 
 def cifar10_folder(tmp_path: Path) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from data.split import train_val_split
 from utils.errors import UserError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_noise"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official_noise"
 CASES = sorted(p.stem for p in FIXTURES.glob("*-seed*.npz") if not p.stem.startswith("inputs"))
 
 
