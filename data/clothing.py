@@ -27,7 +27,7 @@ from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as TF
 
 from data.clothing_index import check_splits_not_empty
-from data.device_pipeline import DevicePipeline, crop_and_flip
+from data.device_pipeline import DevicePipeline, batch_bounds, crop_and_flip
 from utils.errors import DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -161,10 +161,10 @@ class PlannedBatches(Sampler[list[int]]):
     def __init__(self) -> None:
         self._batches: list[list[int]] = []
 
-    def plan(self, positions: np.ndarray, batch_size: int) -> None:
+    def plan(self, positions: np.ndarray, batch_size: int, fold_single_last: bool = False) -> None:
         positions = np.asarray(positions, dtype=np.int64)
-        self._batches = [positions[start:start + batch_size].tolist()
-                         for start in range(0, len(positions), batch_size)]
+        self._batches = [positions[start:stop].tolist()
+                         for start, stop in batch_bounds(len(positions), batch_size, fold_single_last)]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches)
@@ -184,8 +184,10 @@ class ClothingLoader:
                                  # its own generator: iterating must not consume torch's global RNG
                                  generator=torch.Generator())
 
-    def batches(self, positions: np.ndarray, batch_size: int) -> Iterator[ClothingBatch]:
-        self.plan.plan(positions, batch_size)
+    def batches(self, positions: np.ndarray, batch_size: int, fold_single_last: bool = False
+                ) -> Iterator[ClothingBatch]:
+        """One pass in the order of `positions`; training folds a last batch of one (batch_bounds)."""
+        self.plan.plan(positions, batch_size, fold_single_last)
         return iter(self.loader)
 
 

@@ -84,7 +84,7 @@ def parse_label_kv(lines: Iterable[str], source: str, num_classes: int = NUM_CLA
 
 def read_lines(path: Path) -> list[str]:
     """The lines of one annotation file; missing, a directory, unreadable or not UTF-8: a DatasetError naming it."""
-    where = f"the official Clothing1M annotations under <data_root>/{ANNOTATIONS}/ (see docs/clothing1m.md)"
+    where = f"the official Clothing1M annotations under <data_root>/{ANNOTATIONS}/ (see the README's Clothing1M section)"
     refuse_directory(path, f"a Clothing1M annotation file, {path.name}", f"put {where} there")
     if not path.is_file():
         raise DatasetError(f"annotation file {path} does not exist; expected {where}")

@@ -21,6 +21,20 @@ from torch.nn import functional as F
 CROP_PADDING = 4
 
 
+def batch_bounds(num_examples: int, batch_size: int, fold_single_last: bool = False) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of one pass, as a DataLoader without drop_last makes them.
+
+    `fold_single_last`: a last batch of one example joins the batch before it. Training a network
+    with BatchNorm on a batch of one fails ("Expected more than 1 value per channel"), which the
+    official code would do whenever a training set size is 1 modulo the batch size; folding keeps
+    every example in the epoch, once, and changes nothing else.
+    """
+    bounds = [(start, min(start + batch_size, num_examples)) for start in range(0, num_examples, batch_size)]
+    if fold_single_last and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], num_examples)]
+    return bounds
+
+
 def images_to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """Native-layout uint8 images ([N,H,W] or [N,H,W,C]) → uint8 [N,C,H,W] on `device`."""
     tensor = torch.from_numpy(np.ascontiguousarray(images))
@@ -60,10 +74,10 @@ class DevicePipeline:
         return EpochDraws(order.to(self.device), offsets, flips)
 
     def batches(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-                draws: EpochDraws) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-        """Yield (normalised images, labels, positions in `images`) batch by batch."""
-        for start in range(0, len(draws.order), batch_size):
-            stop = start + batch_size
+                draws: EpochDraws, fold_single_last: bool = False
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+        """Yield (normalised images, labels, positions in `images`) batch by batch (see batch_bounds)."""
+        for start, stop in batch_bounds(len(draws.order), batch_size, fold_single_last):
             index = draws.order[start:stop]
             batch = images.index_select(0, index)  # ~8x faster than images[index] on the CPU
             if draws.offsets is not None:

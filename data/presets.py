@@ -33,8 +33,6 @@ HUMAN_NOISE_TYPES: dict[str, tuple[str, ...]] = {
     "cifar10": ("aggre", "random1", "random2", "random3", "worst"),
     "cifar100": ("noisy",),
 }
-ALL_NOISE_TYPES = SYNTHETIC_NOISE_TYPES + tuple(
-    kind for kinds in HUMAN_NOISE_TYPES.values() for kind in kinds)
 
 
 def noise_types_for(dataset: str) -> tuple[str, ...]:

@@ -1,15 +1,19 @@
 """main.py end to end: both methods on digits, MNIST and CIFAR from small files in the real
 formats, the noisy-label export, and one-line errors with exit code 2 for bad input."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 import main as main_module
 from tests.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
 from data.vision import load_vision_data
-from tests.runs import TINY_DIGITS, read_run, run_main
+from tests.runs import TINY_DIGITS, comparable, read_run, run_main
 
 SMALL_LOOP = ["--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2", "--no_progress"]
 RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "checkpoint.pt", "latest.pt", "best.pt")
@@ -152,3 +156,60 @@ def test_options_run_together(tmp_path, monkeypatch):
     result, _ = assert_complete_run(tmp_path / "run", "memomentum")
     assert result["config"]["select"] == "small_loss" and result["rounds"]
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "digits_before_redesign"
+
+
+def test_same_numbers_as_before_the_redesign(tmp_path):
+    """The run lifecycle redesign changed no number: the reference was made by the earlier code."""
+    args = TINY_DIGITS + ["--output_dir", "run", "--sgd", "plain", "--channels_last", "off"]
+    done = run_main(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    result, metrics = comparable(tmp_path / "run")
+    expected = json.loads((REFERENCE / "result.json").read_text())
+    assert {key: result[key] for key in expected} == expected
+    assert metrics == [json.loads(line) for line in (REFERENCE / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_result_labels_each_accuracy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(TINY_DIGITS + ["--output_dir", "run"]) == 0
+    result, metrics = read_run(tmp_path / "run")
+    best = result["best_at"]
+    epoch = next(m for m in metrics if m["kind"] == "epoch" and
+                 (m["outer"], m["inner"], m["epoch"]) == (best["outer"], best["inner"], best["epoch"]))
+    assert epoch["val_acc"] == result["best_val_acc"] and epoch["test_acc"] == result["test_acc"]
+    assert 0 <= result["test_acc_official"] <= 100 and 0 <= result["test_acc_last"] <= 100
+    # 359 test images in batches of 256 and 103: the per-batch mean weighs the small batch up
+    assert result["test_acc_official"] != pytest.approx(result["test_acc"], abs=1e-9) or \
+        result["test_acc"] in (0.0, 100.0)
+
+
+def test_saved_rounds_hold_the_extraction(tmp_path, monkeypatch):
+    from utils.vision_task import VisionTask
+
+    recorded = []
+    original = VisionTask.training_set_logits
+    monkeypatch.setattr(VisionTask, "training_set_logits",
+                        lambda self, model: recorded.append(original(self, model)) or recorded[-1])
+    monkeypatch.chdir(tmp_path)
+    args = TINY_DIGITS + ["--output_dir", "run", "--save_rounds", "--save_noisy_labels", "labels.npz"]
+    assert main_module.main(args) == 0
+    _, metrics = read_run(tmp_path / "run")
+    rounds = [m for m in metrics if m["kind"] == "round"]
+    exported = np.load(tmp_path / "labels.npz")
+    assert len(rounds) == len(recorded) >= 2
+    for record, logits in zip(rounds, recorded):
+        saved = np.load(tmp_path / "run" / "rounds" / f"outer{record['outer']}_inner{record['inner']}.npz")
+        assert saved["index"].dtype == np.int64 and saved["pred_probs"].dtype == np.float32
+        np.testing.assert_array_equal(saved["index"], exported["train_index"])
+        np.testing.assert_array_equal(saved["noisy_labels"], exported["noisy_labels"][saved["index"]])
+        np.testing.assert_array_equal(saved["clean_labels"], exported["clean_labels"][saved["index"]])
+        np.testing.assert_allclose(saved["pred_probs"].sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(saved["pred_probs"], torch.softmax(logits, 1).numpy(), atol=1e-6)
+        assert int(saved["confident"].sum()) == record["confident_size"]
+        np.testing.assert_array_equal(saved["confident"],
+                                      saved["pred_probs"].argmax(1) == saved["noisy_labels"])
+        precision = 100 * np.mean(saved["noisy_labels"][saved["confident"]] == saved["clean_labels"][saved["confident"]])
+        assert precision == pytest.approx(record["precision"], abs=1e-3)

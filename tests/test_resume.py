@@ -73,7 +73,7 @@ KILL_POINTS = {
 
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
 def test_killed_digits_run_resumes_bit_identically(tmp_path, monkeypatch, point):
-    args = TINY_DIGITS + ["--output_dir", "run"]
+    args = TINY_DIGITS + ["--output_dir", "run", "--checkpoint_every", "0"]
     reference = uninterrupted(tmp_path, monkeypatch, args)
     assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS[point]) == reference
 
@@ -82,15 +82,53 @@ def test_killed_mnist_file_run_resumes_bit_identically(tmp_path, monkeypatch):
     write_mnist(tmp_path / "files", *random_vision_arrays("mnist", 400, 60, 5))
     args = ["--dataset", "mnist", "--data_path", str(tmp_path / "files"), "--noise_type", "pairflip",
             "--noise_rate", "0.45", "--n_epoch", "3", "--max_outer_loop", "2", "--max_inner_loop", "3",
-            "--batch_size", "64", "--lr", "0.05", "--no_progress", "--output_dir", "run"]
+            "--batch_size", "64", "--lr", "0.05", "--no_progress", "--output_dir", "run", "--checkpoint_every", "0"]
     reference = uninterrupted(tmp_path, monkeypatch, args)
     assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS["mid_epoch"]) == reference
 
 
 def test_ce_baseline_resumes_bit_identically(tmp_path, monkeypatch):
-    args = TINY_DIGITS + ["--method", "ce", "--n_epoch", "6", "--output_dir", "run"]
+    args = TINY_DIGITS + ["--method", "ce", "--n_epoch", "6", "--output_dir", "run", "--checkpoint_every", "0"]
     reference = uninterrupted(tmp_path, monkeypatch, args)
     assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS["mid_epoch"]) == reference
+
+
+class EpochClock:
+    """Stands for time.monotonic in the lifecycle: one second passes per reading, so a checkpoint
+    interval of a few seconds falls after a few epochs, the same in every run."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize("point", ["mid_epoch", "between_rounds"])
+def test_interval_checkpoints_resume_bit_identically(tmp_path, monkeypatch, point):
+    """With --checkpoint_every falling mid-run, a resumed run repeats the epochs after the last written
+    checkpoint and still gives the uninterrupted run's metrics and result."""
+    import utils.run.lifecycle as lifecycle
+
+    args = TINY_DIGITS + ["--output_dir", "run", "--checkpoint_every", "5"]
+    monkeypatch.setattr(lifecycle, "time", EpochClock())
+    reference = uninterrupted(tmp_path, monkeypatch, args)
+    folder = tmp_path / "interrupted"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(lifecycle, "time", EpochClock())
+    with monkeypatch.context() as patch:
+        {"mid_epoch": lambda p: kill_on_call(p, torch.optim.SGD, "step", 130),
+         "between_rounds": KILL_POINTS["between_rounds"]}[point](patch)
+        with pytest.raises(SimulatedKill):
+            main_module.main(args)
+    saved = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
+    lines = (folder / "run" / "metrics.jsonl").read_text().count("\n")
+    assert saved["metrics_size"] < (folder / "run" / "metrics.jsonl").stat().st_size  # epochs to repeat
+    assert 1 <= saved["loop"]["epochs_run"] < lines
+    assert main_module.main(args + ["--resume", "auto"]) == 0
+    assert comparable(folder / "run") == reference
 
 
 def start_main(args, cwd):
@@ -109,9 +147,10 @@ def wait_for_lines(path, count, process, timeout=120):
 
 
 @pytest.mark.parametrize("sig,expected_code", [(signal.SIGKILL, -signal.SIGKILL),
-                                               (signal.SIGTERM, 75)])
+                                               (signal.SIGTERM, 75), (signal.SIGINT, 130)])
 def test_real_signal_then_resume_equals_uninterrupted(tmp_path, sig, expected_code):
-    args = TINY_DIGITS + ["--output_dir", "run"]
+    # the default interval (60 s): a stop request writes the last finished epoch's state from memory
+    args = TINY_DIGITS + ["--output_dir", "run"] + (["--checkpoint_every", "0"] if sig == signal.SIGKILL else [])
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     assert run_main(args, tmp_path / "a").returncode == 0
     process = start_main(args, tmp_path / "b")
@@ -119,8 +158,9 @@ def test_real_signal_then_resume_equals_uninterrupted(tmp_path, sig, expected_co
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == expected_code, stderr
-    if sig == signal.SIGTERM:
-        assert "resume" in stderr and (tmp_path / "b" / "run" / "checkpoint.pt").is_file()
+    if sig != signal.SIGKILL:  # an orderly stop: one line, the last finished epoch written
+        assert "--resume auto" in stderr and (tmp_path / "b" / "run" / "checkpoint.pt").is_file()
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
     resumed = run_main(args + ["--resume", "auto"], tmp_path / "b")
     assert resumed.returncode == 0, resumed.stderr
     assert comparable(tmp_path / "b" / "run") == comparable(tmp_path / "a" / "run")

@@ -189,7 +189,7 @@ def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss
 def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int, generator: torch.Generator,
                      bad: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(augmented normalised images, labels) on the device; unreadable images get the ignored label."""
-    for batch in task.loader.batches(positions, batch_size):
+    for batch in task.loader.batches(positions, batch_size, fold_single_last=True):
         bad += raise_or_count_bad(batch, task.config.skip_bad_images)
         images, labels, ok = task.transform.to_device(batch)
         yield task.transform.train(images, generator), labels.masked_fill(~ok, IGNORED_LABEL)
@@ -260,7 +260,7 @@ def test(task: ClothingTask, model: nn.Module) -> TestAccuracy:
 
 
 def open_task(config: ClothingConfig, context: DistContext, should_stop: Callable[[], bool]) -> ClothingTask:
-    index = load_index(Path(config.data_root) / INDEX_FILE_NAME)
+    index = load_index(Path(config.data_root) / INDEX_FILE_NAME, num_classes=config.num_classes)
     splits = build_splits(index, config.data_root, config.image_size, config.seed)
     workers = config.num_workers if config.num_workers >= 0 else default_num_workers(context.local_world_size)
     loader = ClothingLoader(splits.dataset, workers, pin_memory=context.device.type == "cuda")

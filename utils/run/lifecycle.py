@@ -76,12 +76,12 @@ class Checkpointer:
     """
 
     def __init__(self, path: Path, every_s: float, enabled: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.path = path
         self.every_s = every_s
         self.enabled = enabled
-        self.clock = clock
-        self.last_write = clock()
+        self.clock = clock or time.monotonic
+        self.last_write = self.clock()
         self.pending: dict[str, Any] | None = None
         self.writes = 0
 
