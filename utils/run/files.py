@@ -3,6 +3,7 @@
     config.json     the configuration, written at start
     metrics.jsonl   one JSON object per line: per epoch ("kind": "epoch") and per round ("kind": "round")
     result.json     the final figures (written once, at the end)
+    launcher.json   the sweep launcher's record of the last attempt (reproduce.py); run.log its output
     checkpoint.pt   the whole resumable state, rewritten at the end of every epoch
     latest.pt       weights of the official "latest" model; best.pt: of the best-validation model
 """
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from utils.errors import UserError
 from utils.run.atomic import append_line, atomic_write_json
 
 
@@ -56,6 +58,77 @@ class RunFiles:
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.result, result)
+
+    # Files of the sweep launcher and the plots, and readers for runs that may be damaged
+    # (reproduce.py --summarize, plot.py): they never raise anything but a UserError.
+
+    @property
+    def launcher_record(self) -> Path:
+        return self.run_dir / "launcher.json"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "run.log"
+
+    @property
+    def plots(self) -> Path:
+        return self.run_dir / "plots"
+
+    def read_result(self) -> dict[str, Any] | None:
+        """result.json as a dict; None when there is none; a UserError naming it when it is corrupt."""
+        return _read_json_object(self.result)
+
+    def read_launcher_record(self) -> dict[str, Any] | None:
+        """launcher.json as a dict; None when there is none; a UserError when it is corrupt."""
+        return _read_json_object(self.launcher_record)
+
+    def read_config(self) -> dict[str, Any] | None:
+        """config.json as a dict; None when there is none; a UserError when it is corrupt."""
+        return _read_json_object(self.config)
+
+    def read_metric_records(self) -> list[dict[str, Any]]:
+        """metrics.jsonl as a list of records, [] when there is none. A torn last line (a crash
+        mid-write) is left out; any other line that is not a JSON object is a UserError."""
+        if not self.metrics.is_file():
+            return []
+        try:
+            lines = self.metrics.read_bytes().decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.metrics} is unreadable or corrupt ({err})") from err
+        records = []
+        numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        for position, (number, line) in enumerate(numbered):
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as err:
+                if position == len(numbered) - 1:
+                    break  # the half-written last line a crash can leave
+                raise UserError(f"{self.metrics} is corrupt: line {number} is not JSON ({err})") from err
+            if not isinstance(record, dict):
+                raise UserError(f"{self.metrics} is corrupt: line {number} is not a JSON object")
+            records.append(record)
+        return records
+
+    def set_aside_result(self) -> Path:
+        """Rename a corrupt result.json to result.json.corrupt (kept for inspection), so that
+        `--resume auto` runs the run again instead of taking it as finished."""
+        target = self.result.with_name(self.result.name + ".corrupt")
+        os.replace(self.result, target)
+        return target
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise UserError(f"{path} is unreadable ({err.strerror})") from err
+    except (ValueError, RecursionError) as err:  # empty, truncated, not UTF-8, not JSON
+        raise UserError(f"{path} is corrupt (not JSON: {' '.join(str(err).split())[:80]})") from err
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is corrupt (a JSON {type(value).__name__}, not an object)")
+    return value
 
 
 def append_results_log(title: str, config_text: str, seed: int, test_acc: float,

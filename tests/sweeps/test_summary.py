@@ -1,4 +1,5 @@
-"""Tests for utils/summary.py: numbers checked against fabricated run folders; missing and failed runs shown."""
+"""Tests for utils/sweeps/summary.py and outcomes.py: numbers checked against fabricated run folders;
+missing, failed and corrupt runs shown."""
 from __future__ import annotations
 
 import csv
@@ -12,13 +13,13 @@ from utils.sweeps.summary import (
     collect_summary,
     format_mean_std,
     mean_std,
-    read_outcome,
     render_latex,
     render_markdown,
     status_counts,
     summarize_sweep,
 )
 from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
+from utils.sweeps.outcomes import read_outcome, run_state
 
 GRID = {
     "entry_point": "main.py", "methods": ["memomentum", "ce"],
@@ -91,24 +92,27 @@ def test_summary_numbers(tmp_path: Path) -> None:
     assert sym.cells["ce"].accuracies == [70.0]
     assert (sym.cells["ce"].count("failed"), sym.cells["ce"].count("missing")) == (1, 1)
     assert worst.cells["memomentum"].finished == 0 and worst.cells["memomentum"].expected == 3
-    assert status_counts(summary) == {"finished": 6, "failed": 1, "preempted": 1, "unfinished": 1, "missing": 3}
+    assert status_counts(summary) == {"finished": 6, "failed": 1, "preempted": 1, "unfinished": 1, "missing": 3,
+                                     "corrupt": 0}
 
 
 def test_markdown_table(tmp_path: Path) -> None:
     make_sweep(tmp_path)
     lines = render_markdown(collect_summary(tmp_path)).splitlines()
-    assert lines[0] == ("| Setting | Me-Momentum | seeds | CE | seeds | Paper (Me-Momentum) | "
+    assert lines[0] == ("| Setting | Me-Momentum: reported | Me-Momentum: last epoch | seeds | "
+                        "Standard (CE): reported | Standard (CE): last epoch | seeds | Paper (Me-Momentum) | "
                         "Precision (last round) | Notes |")
-    assert lines[2] == ("| CIFAR-10 Sym-20% | 82.00 ± 2.00 | 3/3 | 70.00 | 1/3 | 91.50 | 92.00 ± 2.00 | "
-                        "CE failed: 1; CE missing: 1 |")
-    assert lines[3] == ("| CIFAR-10N Worst | — | 0/3 | 63.00 ± 4.24 | 2/3 | — | — | "
-                        "Me-Momentum unfinished: 1; Me-Momentum missing: 2; CE preempted: 1 |")
+    assert lines[2] == ("| CIFAR-10 Sym-20% | 82.00 ± 2.00 | — | 3/3 | 70.00 | — | 1/3 | 91.50 | 92.00 ± 2.00 | "
+                        "Standard (CE) seed 2: failed (exit 3); Standard (CE) seed 3: missing (not started) |")
+    assert lines[3] == ("| CIFAR-10N Worst | — | — | 0/3 | 63.00 ± 4.24 | — | 2/3 | — | — | "
+                        "Me-Momentum seed 1: unfinished; Me-Momentum seed 2: missing (not started); "
+                        "Me-Momentum seed 3: missing (not started); Standard (CE) seed 3: preempted (exit 75) |")
     assert any("Test paper, Table 9" in line for line in lines)
 
 
 def test_csv_table_holds_exact_numbers(tmp_path: Path) -> None:
     make_sweep(tmp_path)
-    summarize_sweep(tmp_path, plots=False)
+    summarize_sweep(tmp_path)
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert len(rows) == 2
     sym, worst = rows
@@ -125,10 +129,10 @@ def test_csv_table_holds_exact_numbers(tmp_path: Path) -> None:
 def test_latex_table_uses_booktabs(tmp_path: Path) -> None:
     make_sweep(tmp_path)
     tex = render_latex(collect_summary(tmp_path))
-    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lccccccl}"):
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lccccccccl}"):
         assert command in tex
-    assert r"CIFAR-10 Sym-20\% & 82.00 $\pm$ 2.00 & 3/3 & 70.00 & 1/3 & 91.50 & 92.00 $\pm$ 2.00 &" in tex
-    assert r"CIFAR-10N Worst & --- & 0/3" in tex
+    assert r"CIFAR-10 Sym-20\% & 82.00 $\pm$ 2.00 & --- & 3/3 & 70.00 & --- & 1/3 & 91.50 & 92.00 $\pm$ 2.00 &" in tex
+    assert r"CIFAR-10N Worst & --- & --- & 0/3" in tex
     assert "±" not in tex and "—" not in tex
 
 
