@@ -85,6 +85,17 @@ def test_launcher_skips_finished_and_resumes_unfinished(tmp_path: Path) -> None:
     assert json.loads((unfinished.run_dir / "result.json").read_text())["resumed"] is True
 
 
+def test_launcher_runs_again_a_run_whose_result_is_corrupt(tmp_path: Path) -> None:
+    job = fake_job(tmp_path, "corrupt", "ok")
+    job.run_dir.mkdir(parents=True)
+    (job.run_dir / "result.json").write_text('{"test_acc": "n/a"}')
+    (job.run_dir / "launcher.json").write_bytes(b"\x00garbage")  # a hint only: ignored when unreadable
+    (record,) = LocalLauncher(echo=quiet).run_all([job])
+    assert record["status"] == "finished" and record["attempt"] == 1
+    assert (job.run_dir / "result.json.corrupt").read_text() == '{"test_acc": "n/a"}'
+    assert run_state(job.run_dir) == "finished"
+
+
 def test_launcher_counts_attempts_of_a_preempted_run(tmp_path: Path) -> None:
     job = fake_job(tmp_path, "p", "preempt")
     LocalLauncher(echo=quiet).run_all([job])

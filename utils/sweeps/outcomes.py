@@ -61,6 +61,8 @@ def check_result(result: dict[str, Any]) -> str | None:
         value = result.get(key)
         if value is None and key not in REQUIRED_KEYS:
             continue
+        if key not in result:
+            return f"it has no {key}"
         if _percentage(value) is None:
             return f"{key} is {_short(value)}, not a percentage"
     best_at = result.get("best_at")
