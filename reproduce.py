@@ -69,12 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "slurm: write one sbatch array script")
     parser.add_argument("--gpus", nargs="+", default=None,
                         help="local: run this many at once, one per listed GPU id (CUDA_VISIBLE_DEVICES); "
-                             "repeat an id to share a GPU (0 0 1 1)")
+                             "repeat an id to share a GPU (0 0 1 1); '0,1' gives one run two GPUs; "
+                             "GPU-/MIG- UUIDs work too")
     parser.add_argument("--dry_run", action="store_true", help="print what would run (and the script), run nothing")
     parser.add_argument("--submit", action="store_true", help="slurm: submit the script with sbatch")
     parser.add_argument("--extra", action="append", default=None,
                         help="flags appended to every run's command, e.g. --extra=\"--amp\"; they override "
-                             "the grid's flags")
+                             "the grid's flags (not those the sweep sets: --seed, --output_dir, ...)")
     parser.add_argument("--python", default=default_python(), help="interpreter that runs main.py")
     parser.add_argument("--summarize", metavar="DIR", help="only (re)write the tables and plots of sweep DIR")
     parser.add_argument("--no_plots", action="store_true", help="tables only (no matplotlib figures)")

@@ -46,6 +46,9 @@ FAKE_RUN = textwrap.dedent("""
     if behaviour == "preempt":
         open(os.path.join(run_dir, "checkpoint.pt"), "w").write("state")
         sys.exit(75)
+    if behaviour == "ctrl-c":
+        open(os.path.join(run_dir, "checkpoint.pt"), "w").write("state")
+        sys.exit(130)
     sys.exit(0)  # "silent": exits 0 without result.json
 """)
 
@@ -59,10 +62,10 @@ def fake_job(tmp_path: Path, name: str, behaviour: str) -> Job:
 
 def test_launcher_records_outcomes_and_continues_after_failures(tmp_path: Path) -> None:
     jobs = [fake_job(tmp_path, "a", "nan"), fake_job(tmp_path, "b", "ok"), fake_job(tmp_path, "c", "preempt"),
-            fake_job(tmp_path, "d", "silent")]
+            fake_job(tmp_path, "d", "silent"), fake_job(tmp_path, "e", "ctrl-c")]
     records = LocalLauncher(echo=quiet).run_all(jobs)
-    assert [r["status"] for r in records] == ["failed", "finished", "preempted", "failed"]
-    assert [r["exit_code"] for r in records] == [3, 0, 75, 0]
+    assert [r["status"] for r in records] == ["failed", "finished", "preempted", "failed", "interrupted"]
+    assert [r["exit_code"] for r in records] == [3, 0, 75, 0, 130]
     failed = read_launcher_record(jobs[0].run_dir)
     assert failed["status"] == "failed" and failed["exit_code"] == 3
     assert "loss is nan at epoch 3" in failed["log_tail"]

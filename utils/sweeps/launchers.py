@@ -3,7 +3,7 @@ array scripts (one task per run).
 
 Both follow the run contract of main.py: `--resume auto` continues an unfinished run, a readable
 result.json marks a finished one, exit code 75 (utils.errors.EXIT_PREEMPTED) means "saved,
-run me again". Nothing here schedules work across machines: on a cluster SLURM does that.
+run me again", 130 (EXIT_INTERRUPTED) "stopped by Ctrl-C after saving". Nothing here schedules work across machines: on a cluster SLURM does that.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from utils.errors import EXIT_PREEMPTED, UserError
+from utils.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, UserError
 from utils.run.atomic import atomic_write_json, atomic_write_text
 from utils.run.files import RunFiles
 from utils.sweeps.grid import REPO_ROOT, Job
@@ -168,7 +168,7 @@ def status_from_exit(exit_code: int, run_dir: Path, stopping: bool = False) -> s
         return "finished" if run_state(run_dir) == "finished" else "failed"
     if exit_code == EXIT_PREEMPTED:
         return "preempted"
-    if stopping:
+    if stopping or exit_code == EXIT_INTERRUPTED:  # Ctrl-C: the run saved its checkpoint, then exited 130
         return "interrupted"
     return "failed"
 
@@ -179,8 +179,8 @@ def describe_record(record: dict[str, Any]) -> str:
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if status == "finished":
         return f"finished{took}"
-    if status == "preempted":
-        return f"preempted{took} (exit {record['exit_code']}); run the sweep again to resume it"
+    if status in ("preempted", "interrupted"):
+        return f"{status}{took} (exit {record['exit_code']}); run the sweep again to resume it"
     return f"{status}{took} (exit {record.get('exit_code')}); see {record.get('log')}"
 
 
