@@ -228,3 +228,14 @@ def test_every_run_without_a_number_is_named_in_the_csv_notes(tmp_path: Path) ->
     assert sym["notes"] == ("Standard (CE) seed 2: failed (exit 3); Standard (CE) seed 3: corrupt: "
                             "result.json is corrupt (a JSON list, not an object)")
     assert (sym["ce_failed"], sym["ce_corrupt"], sym["ce_missing"]) == ("1", "1", "0")
+
+
+def test_summary_without_sweep_record_takes_clothing_settings_from_the_result(tmp_path: Path) -> None:
+    run_dir = tmp_path / "clothing-seed1"
+    write_result(run_dir, 72.5)
+    (run_dir / "config.json").write_text(json.dumps({"seed": 1, "lr": 0.01}))
+    result = json.loads((run_dir / "result.json").read_text())
+    result.update(method="memomentum", dataset="clothing1m", noise_type="real", noise_rate=None, seed=1)
+    (run_dir / "result.json").write_text(json.dumps(result))
+    (row,) = collect_summary(tmp_path).rows
+    assert row.setting.label == "Clothing1M" and row.cells["memomentum"].accuracies == [72.5]

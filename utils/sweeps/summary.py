@@ -33,7 +33,7 @@ from utils.sweeps.grid import (
     read_sweep_record,
     settings_from_record,
 )
-from utils.sweeps.outcomes import STATUSES, RunOutcome, read_outcome
+from utils.sweeps.outcomes import STATUSES, RunOutcome, read_checked_result, read_outcome
 
 DASH = "—"
 TABLE_FILES = ("table.md", "table.csv", "table.tex")
@@ -168,21 +168,24 @@ def _discover_runs(out: Path) -> tuple[list[Setting], list[tuple[str, str, str, 
 
 
 def _run_of_folder(folder: Path) -> tuple[Setting, str, int]:
-    """(setting, method, seed) of a run folder, from its config.json."""
+    """(setting, method, seed) of a run folder, from its config.json and a good result.json
+    (Clothing.py's config has no dataset; its result.json has)."""
     if not RUN_NAME.fullmatch(folder.name):
         raise UserError("not a plain folder name")
-    config = RunFiles(folder).read_config() or {}
+    result, _ = read_checked_result(folder)
+    config = {**(RunFiles(folder).read_config() or {}),
+              **{key: value for key, value in (result or {}).items() if value is not None}}
     dataset, noise_type = config.get("dataset"), config.get("noise_type")
     method, seed = config.get("method", METHODS[0]), config.get("seed", 0)
     if not isinstance(dataset, str) or not isinstance(noise_type, str):
-        raise UserError("config.json has no dataset and noise_type strings")
+        raise UserError("its config.json and result.json name no dataset and noise_type")
     if method not in METHODS:
-        raise UserError(f"config.json has method {method!r}, not one of {', '.join(METHODS)}")
+        raise UserError(f"its method is {method!r}, not one of {', '.join(METHODS)}")
     check_seeds([seed])
     real = noise_type in HUMAN_NOISE_TYPES.get(dataset, ()) or dataset == CLOTHING_DATASET
     rate = config.get("noise_rate", 0.0)
     if not real and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
-        raise UserError(f"config.json has noise_rate {rate!r}, not a number in [0, 1)")
+        raise UserError(f"its noise_rate is {rate!r}, not a number in [0, 1)")
     return Setting(dataset, noise_type, None if real else float(rate)), method, seed
 
 
@@ -332,7 +335,7 @@ def render_latex(summary: Summary) -> str:
         caption += " Paper: " + "; ".join(sources) + "."
     if summary.unplaced:
         caption += " " + unplaced_note(summary)
-    caption_tex = _latex_escape(caption).replace("±", r"$\pm$")
+    caption_tex = _latex_escape(caption).replace("±", r"$\pm$").replace(DASH, "---")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption_tex}}}",
               r"\label{tab:memomentum-reproduction}", r"\end{table}"]
     return "\n".join(lines) + "\n"
