@@ -110,8 +110,8 @@ class RunFiles:
         return records
 
     def set_aside_result(self) -> Path:
-        """Rename a corrupt result.json to result.json.corrupt (kept for inspection), so that
-        `--resume auto` runs the run again instead of taking it as finished."""
+        """Rename a corrupt result.json to result.json.corrupt (kept for inspection, replacing an
+        earlier one), so that `--resume auto` runs the run again instead of taking it as finished."""
         target = self.result.with_name(self.result.name + ".corrupt")
         os.replace(self.result, target)
         return target
