@@ -1,8 +1,10 @@
-"""Plot runs: accuracy per epoch, confident sets per round, per-class precision (utils/plots.py).
+"""Plot runs: accuracy per epoch, confident sets per round, per-class precision (utils/sweeps/plots.py).
 
     python plot.py runs/cifar10-symmetric-0.2-seed1-memomentum [more run folders ...]
 
-Figures go to RUN_DIR/plots/ as PNG and PDF. Exit code 2 when a folder is not a run folder.
+Figures go to RUN_DIR/plots/ as PNG and PDF. Every folder is read before any figure is drawn:
+when one is not a run folder, or its metrics.jsonl is empty or corrupt, plot.py prints one
+"error: ..." line, draws nothing and exits 2.
 """
 from __future__ import annotations
 
@@ -12,19 +14,33 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.errors import UserError, report
-from utils.sweeps.plots import plot_run
+from utils.run.files import RunFiles
+from utils.sweeps.plots import draw_run, read_metrics
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"plot.py: {message} (see --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _Parser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders written by main.py (--output_dir)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        runs = []
         for run_dir in args.run_dirs:
-            written = plot_run(run_dir)
-            print(f"{run_dir}: {len(written)} files in {run_dir / 'plots'}")
+            epochs, rounds = read_metrics(run_dir)
+            if not epochs:
+                raise UserError(f"{RunFiles(run_dir).metrics} holds no epoch records: nothing to plot")
+            runs.append((run_dir, epochs, rounds))
+        for run_dir, epochs, rounds in runs:
+            written = draw_run(run_dir, epochs, rounds)
+            print(f"{run_dir}: {len(written)} files in {RunFiles(run_dir).plots}")
     except UserError as error:
         return report(error)
+    except OSError as error:  # e.g. a plots folder we may not write to
+        return report(UserError(f"{error.filename or ''}: {error.strerror or error}"))
     return 0
 
 

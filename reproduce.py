@@ -7,9 +7,11 @@
 
 Grids live in configs/ (paper, cifarn, clothing1m, digits) or any JSON file of the same form.
 Each run gets its own folder under --out; finished runs are skipped and unfinished ones resumed,
-so the same command continues an interrupted sweep. The logic lives in utils/sweep.py and
-utils/summary.py. Exit codes: 0 all runs finished, 1 some failed or were preempted, 2 bad input,
-130 interrupted.
+so the same command continues an interrupted sweep. A run whose result.json is corrupt is set
+aside (result.json.corrupt) and run again. The logic lives in utils/sweeps/: grid.py (grids, run
+naming, commands), launchers.py (local, SLURM), outcomes.py (what a run folder says), summary.py
+(tables), plots.py (figures). Exit codes: 0 all runs finished, 1 some failed or were preempted,
+2 bad input (one "error: ..." line), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -19,25 +21,30 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from utils.errors import UserError, report
-from utils.sweeps.summary import status_counts, summarize_sweep
+from utils.errors import EXIT_INTERRUPTED, UserError, report
 from utils.sweeps.grid import (
+    CONTROL_CHARACTERS,
     Job,
-    LocalLauncher,
-    SlurmOptions,
     build_jobs,
-    default_python,
+    check_seeds,
     expand_runs,
     load_grid,
     parse_extra,
-    render_slurm_script,
-    run_state,
     select_settings,
+    write_sweep_record,
+)
+from utils.sweeps.launchers import (
+    LocalLauncher,
+    SlurmOptions,
+    check_gpus,
+    default_python,
+    render_slurm_script,
     slurm_files,
     submit_slurm,
     write_slurm_files,
-    write_sweep_record,
 )
+from utils.sweeps.outcomes import run_state, set_aside_corrupt_result
+from utils.sweeps.summary import Summary, bar_chart_numbers, status_counts, summarize_sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(description=__doc__.split("\n")[0],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--grid", help="grid name in configs/ (paper, cifarn, clothing1m, digits) or a JSON path")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds to run for every setting")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                        help="seeds to run for every setting (0 <= seed < 2**32)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="methods to run (memomentum, ce); default: those the grid lists")
     parser.add_argument("--only", nargs="+", default=None,
@@ -61,12 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "slurm: write one sbatch array script")
     parser.add_argument("--gpus", nargs="+", default=None,
                         help="local: run this many at once, one per listed GPU id (CUDA_VISIBLE_DEVICES); "
-                             "repeat an id to share a GPU (0 0 1 1)")
+                             "repeat an id to share a GPU (0 0 1 1); '0,1' gives one run two GPUs; "
+                             "GPU-/MIG- UUIDs work too")
     parser.add_argument("--dry_run", action="store_true", help="print what would run (and the script), run nothing")
     parser.add_argument("--submit", action="store_true", help="slurm: submit the script with sbatch")
     parser.add_argument("--extra", action="append", default=None,
                         help="flags appended to every run's command, e.g. --extra=\"--amp\"; they override "
-                             "the grid's flags")
+                             "the grid's flags (not those the sweep sets: --seed, --output_dir, ...)")
     parser.add_argument("--python", default=default_python(), help="interpreter that runs main.py")
     parser.add_argument("--summarize", metavar="DIR", help="only (re)write the tables and plots of sweep DIR")
     parser.add_argument("--no_plots", action="store_true", help="tables only (no matplotlib figures)")
@@ -100,6 +109,7 @@ def attach_option_values(argv: Sequence[str], options: Sequence[str] = ("--extra
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(attach_option_values(sys.argv[1:] if argv is None else argv))
+    _refuse_control_characters(args)
     if args.summarize:
         return args
     if not args.grid or not args.out:
@@ -108,7 +118,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UserError("--gpus is for the local launcher; with slurm each task asks for --slurm_gres")
     if args.submit and args.launcher != "slurm":
         raise UserError("--submit needs --launcher slurm")
+    check_seeds(args.seeds)
+    check_gpus(args.gpus or ())
+    for name in ("slurm_cpus_per_task", "slurm_max_parallel"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be at least 1, got {value}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file, not a sweep folder")
     return args
+
+
+def _refuse_control_characters(args: argparse.Namespace) -> None:
+    """A newline in a path, time or option would split a line of the SLURM files or the commands."""
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and CONTROL_CHARACTERS.search(text):
+                raise UserError(f"--{name} {text!r} holds a control character (e.g. a newline)")
 
 
 def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], Path]:
@@ -119,11 +145,21 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], Path]:
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         write_sweep_record(out, grid, runs)
+        repair_corrupt_results(jobs)
     return jobs, out
 
 
+def repair_corrupt_results(jobs: Sequence[Job]) -> None:
+    """A corrupt result.json would mark its run finished forever: set it aside so the run runs again."""
+    for job in jobs:
+        aside = set_aside_corrupt_result(job.run_dir)
+        if aside is not None:
+            print(f"{job.name}: its result.json is corrupt; set aside as {aside.name}, the run runs again")
+
+
 def print_plan(jobs: Sequence[Job]) -> None:
-    actions = {"finished": "skip (finished)", "resumable": "resume", "new": "start"}
+    actions = {"finished": "skip (finished)", "resumable": "resume", "new": "start",
+               "corrupt": "run again (corrupt result.json, set aside)"}
     for job in jobs:
         print(f"{actions[run_state(job.run_dir)]:<16} {job.name}\n    {shlex.join(job.command)}")
 
@@ -138,7 +174,7 @@ def run_local(args: argparse.Namespace, jobs: list[Job], out: Path) -> int:
     except KeyboardInterrupt:
         summarize(out, plots=not args.no_plots)
         print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     counts = summarize(out, plots=not args.no_plots)
     return 0 if counts["finished"] == sum(counts.values()) else 1
 
@@ -168,11 +204,29 @@ def run_slurm(args: argparse.Namespace, jobs: list[Job], out: Path) -> int:
 
 
 def summarize(out: Path, plots: bool) -> dict[str, int]:
-    summary, written = summarize_sweep(out, plots=plots)
+    """Write the tables (and, with `plots`, the sweep bar chart and each finished run's figures)."""
+    summary, written = summarize_sweep(out)
     counts = status_counts(summary)
     print(f"summary of {out}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
-    print(f"tables: {', '.join(str(p) for p in written if p.parent == Path(out))}")
+    print(f"tables: {', '.join(str(p) for p in written)}")
+    if plots:
+        draw_plots(Path(out), summary)
     return counts
+
+
+def draw_plots(out: Path, summary: Summary) -> list[Path]:
+    from utils.sweeps.plots import plot_run_if_stale, plot_sweep  # matplotlib only when plotting
+
+    written = plot_sweep(*bar_chart_numbers(summary), out / "plots")
+    for row in summary.rows:
+        for cell in row.cells.values():
+            for outcome in cell.finished_outcomes:
+                try:
+                    written += plot_run_if_stale(out / outcome.name)
+                except UserError as error:  # one unreadable run must not cost the other plots
+                    print(f"warning: no plots for {outcome.name}: {' '.join(str(error).split())}",
+                          file=sys.stderr)
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_local(args, jobs, out)
     except UserError as error:
         return report(error)
+    except OSError as error:  # e.g. a folder we may not write to
+        return report(UserError(f"{error.filename or ''}: {error.strerror or error}"))
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, mon
     state = NeverAgrees(experiment, files, log=lines.append).run()
     assert state.rounds and all(r["confident_size"] == 0 and r["empty"] for r in state.rounds)
     assert any("no prediction agrees" in line for line in lines)
-    inner_epochs = [m for m in files.read_metrics() if m["kind"] == "epoch" and m["phase"] == "inner"]
+    inner_epochs = [m for m in files.read_metric_records() if m["kind"] == "epoch" and m["phase"] == "inner"]
     assert inner_epochs and all(m["train_size"] == experiment.num_train for m in inner_epochs)
 
 

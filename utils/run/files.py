@@ -7,6 +7,8 @@ that names them and reads them back.
     checkpoint.pt   the whole resumable state (every --checkpoint_every seconds, at the end, on a stop)
     best.pt         weights of the best-validation model; latest.pt: of the official "latest" model
     rounds/         with --save_rounds: the extracted examples of every round
+    launcher.json   the sweep launcher's record of the last attempt (reproduce.py); run.log its output
+    plots/          the run's figures (plot.py, reproduce.py)
 """
 from __future__ import annotations
 
@@ -73,22 +75,6 @@ class RunFiles:
                 handle.flush()
                 os.fsync(handle.fileno())
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics.exists():
-            return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-
-    def read_result(self) -> dict[str, Any]:
-        """result.json as a dict; a corrupt file is a UserError that says so."""
-        try:
-            result = json.loads(self.result.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{self.result} is corrupt ({type(error).__name__}); delete it to run "
-                            f"this run again") from None
-        if not isinstance(result, dict):
-            raise UserError(f"{self.result} is corrupt (not a JSON object); delete it to run this run again")
-        return result
-
     def write_round(self, outer: int, inner: int, arrays: dict[str, np.ndarray]) -> Path:
         """rounds/outer{o}_inner{i}.npz, atomically and once (a resumed run that extracts the same
         round again leaves the file as it is: the same examples, the same model)."""
@@ -101,6 +87,77 @@ class RunFiles:
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.result, result)
+
+    # Files of the sweep launcher and the plots, and readers for runs that may be damaged
+    # (reproduce.py --summarize, plot.py): they never raise anything but a UserError.
+
+    @property
+    def launcher_record(self) -> Path:
+        return self.run_dir / "launcher.json"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "run.log"
+
+    @property
+    def plots(self) -> Path:
+        return self.run_dir / "plots"
+
+    def read_result(self) -> dict[str, Any] | None:
+        """result.json as a dict; None when there is none; a UserError naming it when it is corrupt."""
+        return _read_json_object(self.result)
+
+    def read_launcher_record(self) -> dict[str, Any] | None:
+        """launcher.json as a dict; None when there is none; a UserError when it is corrupt."""
+        return _read_json_object(self.launcher_record)
+
+    def read_config(self) -> dict[str, Any] | None:
+        """config.json as a dict; None when there is none; a UserError when it is corrupt."""
+        return _read_json_object(self.config)
+
+    def read_metric_records(self) -> list[dict[str, Any]]:
+        """metrics.jsonl as a list of records, [] when there is none. A torn last line (a crash
+        mid-write) is left out; any other line that is not a JSON object is a UserError."""
+        if not self.metrics.is_file():
+            return []
+        try:
+            lines = self.metrics.read_bytes().decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.metrics} is unreadable or corrupt ({err})") from err
+        records = []
+        numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        for position, (number, line) in enumerate(numbered):
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as err:
+                if position == len(numbered) - 1:
+                    break  # the half-written last line a crash can leave
+                raise UserError(f"{self.metrics} is corrupt: line {number} is not JSON ({err})") from err
+            if not isinstance(record, dict):
+                raise UserError(f"{self.metrics} is corrupt: line {number} is not a JSON object")
+            records.append(record)
+        return records
+
+    def set_aside_result(self) -> Path:
+        """Rename a corrupt result.json to result.json.corrupt (kept for inspection, replacing an
+        earlier one), so that `--resume auto` runs the run again instead of taking it as finished."""
+        target = self.result.with_name(self.result.name + ".corrupt")
+        os.replace(self.result, target)
+        return target
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise UserError(f"{path} is unreadable ({err.strerror})") from err
+    except (ValueError, RecursionError) as err:  # empty, truncated, not UTF-8, not JSON
+        raise UserError(f"{path} is corrupt (not JSON: {' '.join(str(err).split())[:80]})") from err
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is corrupt (a JSON {type(value).__name__}, not an object)")
+    return value
 
 
 def check_folder(folder: str | Path, flag: str) -> None:

@@ -1,52 +1,42 @@
-"""Sweeps of many runs (reproduce.py): grids, run naming, commands, the local launcher, SLURM scripts.
+"""Grids of a sweep (reproduce.py): grid files, settings, run naming, the jobs and their commands,
+and the sweep record (sweep.json).
 
 A grid (configs/<name>.json) lists settings (dataset, noise type, noise rate, extra flags, the
 paper's number); a sweep runs every (setting, method, seed) once, each in its own run folder
-`<out>/<setting>-seed<S>-<method>` through the run contract of main.py: `--resume auto`
-continues an unfinished run, `result.json` marks a finished one, exit code 75 means
-"preempted, run me again".
-
-Nothing here schedules work across machines: locally runs go one after another (or one per
-GPU); on a cluster SLURM does the scheduling from one generated array script.
+`<out>/<setting>-seed<S>-<method>`, with the command that main.py (or Clothing.py) runs it by.
+Every grid, flag and seed is checked here, before anything is written: a mistake is one
+UserError naming the file and the entry. Running the jobs is utils/sweeps/launchers.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
-import os
-import queue
+import math
+import re
 import shlex
-import signal
-import subprocess
-import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from data.presets import HUMAN_NOISE_TYPES, PRESETS, noise_types_for
-from utils.run.atomic import atomic_write_json, atomic_write_text
 from utils.errors import UserError
+from utils.methods import METHODS
+from utils.run.atomic import atomic_write_json
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # this file is utils/sweeps/grid.py
 CONFIGS_DIR = REPO_ROOT / "configs"
-PREEMPTED_EXIT_CODE = 75  # the run contract (utils/preemption.py): saved, resumable, requeue it
 ENTRY_POINTS = ("main.py", "Clothing.py")
-METHODS = ("memomentum", "ce")
 CLOTHING_DATASET, CLOTHING_NOISE = "clothing1m", "real"
 SWEEP_FILE = "sweep.json"
-LAUNCHER_FILE = "launcher.json"
-LOG_FILE = "run.log"
-LOG_TAIL_LINES = 30
-STOP_GRACE_S = 60.0  # how long an interrupted run may take to save its checkpoint before it is killed
+SEED_LIMIT = 2 ** 32  # numpy and torch accept seeds 0 <= seed < 2**32
 
 # Flags the sweep sets itself; a grid that set them would silently fight the run naming.
 RESERVED_FLAGS = frozenset({"dataset", "noise_type", "noise_rate", "method", "seed", "output_dir", "resume"})
 GRID_KEYS = frozenset({"description", "entry_point", "methods", "flags", "settings"})
 SETTING_KEYS = frozenset({"dataset", "noise_type", "noise_rate", "flags", "paper_test_acc", "paper_source"})
+FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a plain folder name: no '/', not '..'
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # a newline would split a line of commands.txt
 
 FlagValue = str | int | float | bool
 
@@ -161,11 +151,17 @@ def resolve_grid_path(grid: str) -> Path:
 def load_grid(grid: str) -> Grid:
     """Read and validate a grid file; every mistake is a UserError naming the file and the entry."""
     path = resolve_grid_path(grid)
+    return parse_grid(read_json(path, f"grid {path}"), name=path.stem, where=str(path))
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON value in `path`; any unreadable, non-UTF-8 or non-JSON content is a UserError."""
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"grid {path} is not valid JSON: {err}") from err
-    return parse_grid(raw, name=path.stem, where=str(path))
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise UserError(f"{what} is unreadable ({err.strerror})") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{what} is not valid JSON: {' '.join(str(err).split())[:100]}") from err
 
 
 def parse_grid(raw: Any, name: str, where: str) -> Grid:
@@ -173,12 +169,16 @@ def parse_grid(raw: Any, name: str, where: str) -> Grid:
         raise UserError(f"grid {where}: expected a JSON object with 'settings', got {type(raw).__name__}")
     _refuse_unknown_keys(raw, GRID_KEYS, f"grid {where}")
     entry_point = raw.get("entry_point", "main.py")
-    if entry_point not in ENTRY_POINTS:
+    if not isinstance(entry_point, str) or entry_point not in ENTRY_POINTS:
         raise UserError(f"grid {where}: entry_point must be one of {', '.join(ENTRY_POINTS)}, got {entry_point!r}")
-    methods = tuple(raw.get("methods", METHODS))
-    unknown = [m for m in methods if m not in METHODS]
-    if not methods or unknown:
-        raise UserError(f"grid {where}: methods must be a non-empty list of {', '.join(METHODS)}, got {list(methods)}")
+    methods = raw.get("methods", list(METHODS))
+    if (not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods)
+            or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods)):
+        raise UserError(f"grid {where}: methods must be a non-empty list of {', '.join(METHODS)} "
+                        f"(each once), got {methods!r}")
+    methods = tuple(methods)
+    if not isinstance(raw.get("description", ""), str):
+        raise UserError(f"grid {where}: 'description' must be a string")
     grid_flags = _parse_flags(raw.get("flags", {}), f"grid {where}")
     entries = raw.get("settings")
     if not isinstance(entries, list) or not entries:
@@ -240,10 +240,16 @@ def _parse_flags(value: Any, context: str) -> dict[str, FlagValue]:
     for flag, flag_value in value.items():
         if flag.startswith("-"):
             raise UserError(f"{context}: write flag names without dashes ('n_epoch', not {flag!r})")
+        if not FLAG_NAME.fullmatch(flag):
+            raise UserError(f"{context}: {flag!r} is not a flag name (letters, digits, '_')")
         if flag in RESERVED_FLAGS:
             raise UserError(f"{context}: flag {flag!r} is set by the sweep itself and cannot be in a grid")
         if not isinstance(flag_value, (str, int, float, bool)):
             raise UserError(f"{context}: flag {flag!r} must be a string, number or boolean, got {flag_value!r}")
+        if isinstance(flag_value, float) and not math.isfinite(flag_value):
+            raise UserError(f"{context}: flag {flag!r} must be a finite number, got {flag_value!r}")
+        if isinstance(flag_value, str) and CONTROL_CHARACTERS.search(flag_value):
+            raise UserError(f"{context}: flag {flag!r} holds a control character (e.g. a newline)")
     return dict(value)
 
 
@@ -282,6 +288,7 @@ def expand_runs(grid: Grid, methods: Sequence[str] | None, seeds: Sequence[int])
         raise UserError(f"grid {grid.name} runs only {', '.join(grid.methods)}; not {', '.join(refused)}")
     if not seeds:
         raise UserError("give at least one seed (--seeds 1 2 3)")
+    check_seeds(seeds)
     if len(set(seeds)) != len(seeds) or len(set(chosen)) != len(chosen):
         raise UserError(f"seeds and methods must not repeat (got seeds {list(seeds)}, methods {list(chosen)})")
     return [Run(s, m, seed) for s in grid.settings for m in chosen for seed in seeds]
@@ -298,6 +305,13 @@ def select_settings(grid: Grid, only: Sequence[str] | None) -> Grid:
         raise UserError(f"--only {' '.join(unmatched)} selects no setting of grid {grid.name}; its settings: {keys}")
     kept = tuple(s for s in grid.settings if any(_key_matches(s.key, o) for o in only))
     return dataclasses.replace(grid, settings=kept)
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT]
+    if bad:
+        raise UserError(f"seed {bad[0]!r} is out of range: seeds must be whole numbers with "
+                        f"0 <= seed < 2**32 (what numpy and torch accept)")
 
 
 def _key_matches(key: str, selector: str) -> bool:
@@ -344,21 +358,26 @@ def build_jobs(grid: Grid, runs: Sequence[Run], out: Path, python: str, extra: S
 
 
 def parse_extra(extra: Sequence[str] | None) -> list[str]:
-    """--extra "--amp --n_epoch 2" (given once or more) → ['--amp', '--n_epoch', '2']."""
-    return [token for chunk in (extra or ()) for token in shlex.split(chunk)]
+    """--extra "--amp --n_epoch 2" (given once or more) → ['--amp', '--n_epoch', '2'], checked: flags
+    first, quotes closed, no control characters, none of the flags the sweep sets itself."""
+    tokens: list[str] = []
+    for chunk in extra or ():
+        if CONTROL_CHARACTERS.search(chunk):
+            raise UserError(f"--extra {chunk!r}: holds a control character (e.g. a newline)")
+        try:
+            words = shlex.split(chunk)
+        except ValueError as err:  # e.g. an unclosed quote
+            raise UserError(f"--extra {chunk!r}: {err} (quote it as you would in a shell)") from err
+        if words and not words[0].startswith("--"):
+            raise UserError(f"--extra {chunk!r}: must start with a flag, e.g. --extra \"--n_epoch 2\"")
+        tokens += words
+    reserved = sorted(flag_names(tokens) & RESERVED_FLAGS)
+    if reserved:
+        raise UserError(f"--extra sets --{reserved[0]}, which the sweep sets itself for every run")
+    return tokens
 
 
-# --------------------------------------------------------------------------- run folders
-
-
-def run_state(run_dir: Path) -> str:
-    """'finished' (result.json), 'resumable' (checkpoint.pt without result.json) or 'new'."""
-    run_dir = Path(run_dir)
-    if (run_dir / "result.json").is_file():
-        return "finished"
-    if (run_dir / "checkpoint.pt").is_file():
-        return "resumable"
-    return "new"
+# --------------------------------------------------------------------------- the sweep record
 
 
 def write_sweep_record(out: Path, grid: Grid, runs: Sequence[Run]) -> Path:
@@ -367,340 +386,61 @@ def write_sweep_record(out: Path, grid: Grid, runs: Sequence[Run]) -> Path:
     Merged with an earlier record in the same folder: adding seeds later keeps the earlier runs.
     """
     path = Path(out) / SWEEP_FILE
-    previous = read_sweep_record(out) if path.is_file() else None
+    previous = read_sweep_record(out)
     settings: dict[str, dict] = {}
     entries: dict[str, dict] = {}
-    if previous and previous.get("grid", {}).get("name") == grid.name:
-        settings = {Setting(**_setting_args(s)).key: s for s in previous["grid"].get("settings", [])}
-        entries = {r["name"]: r for r in previous.get("runs", [])}
+    if previous and previous["grid"].get("name") == grid.name:
+        settings = {s.key: s.to_dict() for s in settings_from_record(previous)}
+        entries = {r["name"]: r for r in previous["runs"]}
     settings.update({s.key: s.to_dict() for s in grid.settings})
     entries.update({r.name: {"name": r.name, "setting": r.setting.key, "method": r.method, "seed": r.seed}
                     for r in runs})
     record = {"grid": {**grid.to_dict(), "settings": list(settings.values())},
-              "methods": sorted({e["method"] for e in entries.values()}, key=_method_order),
+              "methods": sorted({e["method"] for e in entries.values()}, key=method_order),
               "seeds": sorted({e["seed"] for e in entries.values()}),
               "runs": list(entries.values())}
     return atomic_write_json(path, record)
 
 
 def read_sweep_record(out: Path) -> dict[str, Any] | None:
+    """sweep.json of the sweep folder `out`, checked; None when there is none."""
     path = Path(out) / SWEEP_FILE
     if not path.is_file():
         return None
+    advice = "delete it to summarise the run folders alone"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); delete it to summarise the run folders alone") from err
+        record = read_json(path, str(path))
+        _check_sweep_record(record, str(path))
+    except UserError as error:
+        raise UserError(f"{error}; {advice}") from error
+    return record
+
+
+def _check_sweep_record(record: Any, where: str) -> None:
+    """The record must be as write_sweep_record wrote it: its settings valid, its runs named plainly."""
+    if not isinstance(record, dict) or not isinstance(record.get("grid"), dict) \
+            or not isinstance(record.get("runs"), list):
+        raise UserError(f"{where} is corrupt: expected an object with 'grid' and 'runs'")
+    grid = record["grid"]
+    if not isinstance(grid.get("name", ""), str):
+        raise UserError(f"{where} is corrupt: the grid's name is not a string")
+    parsed = parse_grid({k: v for k, v in grid.items() if k in GRID_KEYS}, grid.get("name", ""), where)
+    keys = {s.key for s in parsed.settings}
+    for index, run in enumerate(record["runs"]):
+        if not (isinstance(run, dict) and isinstance(run.get("name"), str) and RUN_NAME.fullmatch(run["name"])
+                and run.get("setting") in keys and run.get("method") in METHODS
+                and isinstance(run.get("seed"), int) and not isinstance(run.get("seed"), bool)):
+            raise UserError(f"{where} is corrupt: run {index} is not {{name, setting, method, seed}} "
+                            f"of this grid")
 
 
 def settings_from_record(record: dict[str, Any]) -> list[Setting]:
-    return [Setting(**_setting_args(s)) for s in record["grid"]["settings"]]
+    """The settings of a (checked) sweep record."""
+    grid = record["grid"]
+    return list(parse_grid({k: v for k, v in grid.items() if k in GRID_KEYS}, grid.get("name", ""),
+                           SWEEP_FILE).settings)
 
 
-def _setting_args(entry: dict[str, Any]) -> dict[str, Any]:
-    args = dict(entry)
-    args["flags"] = tuple(dict(entry.get("flags") or {}).items())
-    return args
-
-
-def _method_order(method: str) -> tuple[int, str]:
+def method_order(method: str) -> tuple[int, str]:
+    """Sort key: the methods in utils.methods.METHODS order, unknown ones after them."""
     return (METHODS.index(method) if method in METHODS else len(METHODS), method)
-
-
-# --------------------------------------------------------------------------- local launcher
-
-
-@dataclass
-class LocalLauncher:
-    """Runs jobs as subprocesses: one at a time, or one per entry of `gpus` at once.
-
-    Finished runs are skipped, unfinished ones resumed (the command carries --resume auto), and
-    a failed run is recorded in <run>/launcher.json while the sweep goes on.
-    """
-
-    gpus: Sequence[str] | None = None
-    cwd: Path = REPO_ROOT
-    echo: Callable[[str], None] = print
-    _slots: "queue.Queue[str | None]" = field(default_factory=queue.Queue, init=False)
-    _running: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
-
-    def run_all(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
-        """Run every job; returns one launcher record per job, in the order of `jobs`."""
-        slots = list(self.gpus) if self.gpus else [None]
-        for slot in slots:
-            self._slots.put(slot)
-        records: list[dict[str, Any] | None] = [None] * len(jobs)
-        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = [pool.submit(self._run_one, i, len(jobs), job) for i, job in enumerate(jobs)]
-            try:
-                for i, future in enumerate(futures):
-                    records[i] = future.result()
-            except KeyboardInterrupt:
-                self.echo("interrupted: asking the running runs to save and stop ...")
-                self._stop_all()
-                for future in futures:
-                    future.cancel()
-                raise
-        return [r for r in records if r is not None]
-
-    def _run_one(self, index: int, total: int, job: Job) -> dict[str, Any]:
-        prefix = f"[{index + 1}/{total}] {job.name}"
-        state = run_state(job.run_dir)
-        if state == "finished":
-            self.echo(f"{prefix}: finished already, skipped")
-            return {"name": job.name, "status": "finished", "skipped": True}
-        if self._stopping.is_set():
-            return {"name": job.name, "status": "not started", "skipped": True}
-        gpu = self._slots.get()
-        try:
-            where = f" on GPU {gpu}" if gpu is not None else ""
-            self.echo(f"{prefix}: {'resuming' if state == 'resumable' else 'starting'}{where}")
-            record = self._execute(job, gpu, resumed=state == "resumable")
-        finally:
-            self._slots.put(gpu)
-        self.echo(f"{prefix}: {describe_record(record)}")
-        return record
-
-    def _execute(self, job: Job, gpu: str | None, resumed: bool) -> dict[str, Any]:
-        job.run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = job.run_dir / LOG_FILE
-        previous = read_launcher_record(job.run_dir)
-        attempt = int(previous.get("attempt", 0)) + 1 if previous else 1
-        env = dict(os.environ)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        started = time.time()
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"\n=== attempt {attempt} at {_now()}{f' on GPU {gpu}' if gpu is not None else ''}: "
-                      f"{shlex.join(job.command)}\n")
-            log.flush()
-            log_offset = log.tell()
-            exit_code = self._wait(job, log, env)
-        record = {
-            "name": job.name, "command": list(job.command), "attempt": attempt, "resumed": resumed,
-            "gpu": gpu, "started_at": _iso(started), "seconds": round(time.time() - started, 3),
-            "exit_code": exit_code, "status": status_from_exit(exit_code, job.run_dir, self._stopping.is_set()),
-            "log": str(log_path), "log_tail": read_log_tail(log_path, log_offset),
-        }
-        atomic_write_json(job.run_dir / LAUNCHER_FILE, record)
-        return record
-
-    def _wait(self, job: Job, log: Any, env: dict[str, str]) -> int:
-        try:
-            process = subprocess.Popen(job.command, cwd=self.cwd, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        except OSError as err:  # e.g. the interpreter does not exist
-            log.write(f"could not start: {err}\n")
-            return 127
-        with self._lock:
-            self._running[job.name] = process
-        try:
-            return process.wait()
-        finally:
-            with self._lock:
-                self._running.pop(job.name, None)
-
-    def _stop_all(self) -> None:
-        """SIGTERM lets main.py save and exit 75 (resumable); kill whatever outlives the grace time."""
-        self._stopping.set()
-        with self._lock:
-            processes = list(self._running.values())
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.time() + STOP_GRACE_S
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def status_from_exit(exit_code: int, run_dir: Path, stopping: bool = False) -> str:
-    """finished / preempted (resumable) / interrupted / failed, from the exit code and the run folder."""
-    if exit_code == 0:
-        # A zero exit without result.json breaks the contract: count it as a failure, not a result.
-        return "finished" if run_state(run_dir) == "finished" else "failed"
-    if exit_code == PREEMPTED_EXIT_CODE:
-        return "preempted"
-    if stopping:
-        return "interrupted"
-    return "failed"
-
-
-def describe_record(record: dict[str, Any]) -> str:
-    status = record["status"]
-    seconds = record.get("seconds")
-    took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-    if status == "finished":
-        return f"finished{took}"
-    if status == "preempted":
-        return f"preempted{took} (exit {record['exit_code']}); run the sweep again to resume it"
-    return f"{status}{took} (exit {record.get('exit_code')}); see {record.get('log')}"
-
-
-def read_launcher_record(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / LAUNCHER_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def read_log_tail(path: Path, offset: int = 0, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines written after `offset` (this attempt's output only)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    # Progress bars rewrite their line with carriage returns: keep only what was left visible.
-    visible = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
-    return "\n".join(visible[-lines:])
-
-
-def _now() -> str:
-    return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- SLURM
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Resources of one array task (one run). Cluster-specific options go in `extra_options`."""
-
-    time: str = "12:00:00"
-    gres: str | None = "gpu:1"
-    cpus_per_task: int = 8
-    mem: str | None = None
-    partition: str | None = None
-    max_parallel: int | None = None  # the array's %K throttle: at most K runs at once
-    extra_options: tuple[str, ...] = ()  # raw sbatch options, e.g. "--account=abc"
-    job_name: str = "memomentum"
-
-
-@dataclass(frozen=True)
-class SlurmFiles:
-    script: Path
-    commands: Path
-    run_dirs: Path
-    logs: Path
-
-
-def slurm_files(out: Path) -> SlurmFiles:
-    folder = Path(out).resolve() / "slurm"
-    return SlurmFiles(folder / "sweep.sbatch", folder / "commands.txt", folder / "run_dirs.txt", folder / "logs")
-
-
-def render_slurm_script(jobs: Sequence[Job], files: SlurmFiles, options: SlurmOptions,
-                        cwd: Path = REPO_ROOT) -> str:
-    """One sbatch array script: task i runs line i+1 of the commands file."""
-    if not jobs:
-        raise UserError("no runs to put in a SLURM array")
-    throttle = f"%{options.max_parallel}" if options.max_parallel else ""
-    directives = [
-        f"--job-name={options.job_name}",
-        f"--array=0-{len(jobs) - 1}{throttle}",
-        f"--output={files.logs}/%A_%a.out",
-        # A requeued task appends to its log instead of overwriting the part before the preemption.
-        "--open-mode=append",
-        "--requeue",
-        "--signal=USR1@120",
-        f"--time={options.time}",
-        "--ntasks=1",
-        f"--cpus-per-task={options.cpus_per_task}",
-    ]
-    if options.gres:
-        directives.append(f"--gres={options.gres}")
-    if options.mem:
-        directives.append(f"--mem={options.mem}")
-    if options.partition:
-        directives.append(f"--partition={options.partition}")
-    directives += list(options.extra_options)
-    header = "\n".join(f"#SBATCH {d}" for d in directives)
-    return _SLURM_TEMPLATE.format(
-        header=header, count=len(jobs), when=_now(), cwd=shlex.quote(str(cwd)),
-        commands=shlex.quote(str(files.commands)), run_dirs=shlex.quote(str(files.run_dirs)),
-        preempted=PREEMPTED_EXIT_CODE,
-    )
-
-
-_SLURM_TEMPLATE = """#!/bin/bash
-# Generated by reproduce.py at {when}: {count} runs, one array task per run.
-# Submit with: sbatch <this file>. Task i runs line i+1 of the commands file.
-{header}
-#
-# Preemption and time limits (the run contract: main.py saves a checkpoint and exits 75 on
-# SIGUSR1/SIGTERM; `--resume auto` continues from it):
-# - --signal=USR1@120 sends SIGUSR1 120 s before the time limit. Without the "B:" prefix SLURM
-#   signals the job steps, not the batch shell, so main.py runs as a step (srun) to receive it.
-# - --requeue alone is not enough: it only lets SLURM requeue a job that SLURM itself preempts
-#   (PreemptMode=REQUEUE; main.py gets SIGTERM, saves, and SLURM requeues it) or that loses its
-#   node. A task that exits on its own, as main.py does with 75, is simply over for SLURM, so
-#   the script requeues it with `scontrol requeue` below. --requeue is still needed because
-#   scontrol refuses to requeue a job that is not requeueable (clusters with JobRequeue=0).
-# - $SLURM_JOB_ID of an array task is that task's own id, so only this run is requeued.
-
-set -uo pipefail
-task=${{SLURM_ARRAY_TASK_ID:?submit this script with sbatch (it is a SLURM array job)}}
-cd {cwd} || exit 1
-line=$((task + 1))
-run_dir=$(sed -n "${{line}}p" {run_dirs})
-command=$(sed -n "${{line}}p" {commands})
-if [ -z "$command" ]; then
-    echo "task $task: no line $line in {commands}" >&2
-    exit 2
-fi
-if [ -f "$run_dir/result.json" ]; then
-    echo "task $task: $run_dir is finished (result.json exists); nothing to do"
-    exit 0
-fi
-echo "task $task (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname) at $(date -Is): $command"
-# srun no longer inherits --cpus-per-task from sbatch (SLURM >= 22.05) unless told so.
-export SRUN_CPUS_PER_TASK=${{SLURM_CPUS_PER_TASK:-1}}
-eval "srun --ntasks=1 $command"
-status=$?
-if [ "$status" -eq {preempted} ]; then
-    echo "task $task: preempted, checkpoint saved; requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
-fi
-exit "$status"
-"""
-
-
-def write_slurm_files(jobs: Sequence[Job], out: Path, options: SlurmOptions, cwd: Path = REPO_ROOT) -> SlurmFiles:
-    """Write the array script, its commands file (one shell line per run) and run-folder list."""
-    files = slurm_files(out)
-    files.logs.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(files.commands, "".join(shlex.join(job.command) + "\n" for job in jobs))
-    atomic_write_text(files.run_dirs, "".join(f"{job.run_dir}\n" for job in jobs))
-    atomic_write_text(files.script, render_slurm_script(jobs, files, options, cwd))
-    files.script.chmod(0o755)
-    return files
-
-
-def submit_slurm(script: Path, test_only: bool = False) -> str:
-    """sbatch the script (or only check it with --test-only); returns sbatch's message."""
-    command = ["sbatch", *(["--test-only"] if test_only else []), str(script)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    except FileNotFoundError as err:
-        raise UserError("sbatch not found: run this on a SLURM login node, or leave out --submit "
-                        f"and submit {script} there") from err
-    message = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        raise UserError(f"sbatch failed (exit {done.returncode}): {' '.join(message.split())}")
-    return message
-
-
-def default_python() -> str:
-    return sys.executable or "python"
-

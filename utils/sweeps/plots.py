@@ -1,56 +1,50 @@
 """Figures of one run (RUN_DIR/plots/) and of a sweep (DIR/plots/), as PNG and PDF.
 
-Per run, from metrics.jsonl: validation and test accuracy per epoch with the round boundaries
-marked; confident-set size, label precision and recall per round; per-class precision per
-round as a heat map. Per sweep: test accuracy per setting and method with error bars.
+Per run, from metrics.jsonl (read by utils.run.files.RunFiles): validation and test accuracy per
+epoch with the round boundaries marked; confident-set size, label precision and recall per round;
+per-class precision per round as a heat map. Per sweep: test accuracy per setting and method with
+error bars, drawn from plain numbers (utils/sweeps/summary.py computes them; this module does not
+know the tables). A value that is not a number is drawn as a gap, never a traceback.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot): no global backend switch,
 no open-figure registry, safe in threads and on machines without a display.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from utils.errors import UserError
-
-if TYPE_CHECKING:  # only for type hints: summary imports this module lazily
-    from utils.sweeps.summary import Summary
+from utils.run.files import RunFiles
 
 FORMATS = ("png", "pdf")
 DPI = 150
-RUN_PLOT_NAMES = ("accuracy", "rounds", "per_class_precision")
 
 
 # --------------------------------------------------------------------------- reading
 
 
 def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(epoch records, round records) of a run, in the order they were written."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path} not found: is {run_dir} a run folder of main.py?")
-    epochs, rounds = [], []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a blank line, or the half-written last line a crash can leave: plot the rest
-        if record.get("kind") == "epoch":
-            epochs.append(record)
-        elif record.get("kind") == "round":
-            rounds.append(record)
+    """(epoch records, round records) of a run, in the order they were written; a UserError when
+    metrics.jsonl is missing or corrupt (a torn last line is fine: a crash can leave one)."""
+    files = RunFiles(run_dir)
+    if not files.metrics.is_file():
+        raise UserError(f"{files.metrics} not found: is {run_dir} a run folder of main.py?")
+    records = files.read_metric_records()
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    rounds = [r for r in records if r.get("kind") == "round"]
     return epochs, rounds
 
 
 def round_label(record: dict[str, Any]) -> str:
-    """'2.3': outer round 2 (1-based), inner round 3."""
-    return f"{int(record['outer']) + 1}.{int(record['inner'])}"
+    """'2.3': outer round 2 (1-based), inner round 3 ('?' for a count that is not a number)."""
+    outer, inner = record.get("outer"), record.get("inner")
+    outer_text = str(outer + 1) if _is_count(outer) else "?"
+    return f"{outer_text}.{inner if _is_count(inner) else '?'}"
 
 
 # --------------------------------------------------------------------------- saving
@@ -122,7 +116,8 @@ def plot_round_statistics(rounds: Sequence[dict[str, Any]], stem: Path, title: s
     figure = new_figure(7.0, 3.6)
     size_axes = figure.add_subplot()
     x = np.arange(len(rounds))
-    size_axes.bar(x, [r.get("confident_size") or 0 for r in rounds], color="0.8", label="confident-set size")
+    sizes = np.nan_to_num([_nan(r.get("confident_size")) for r in rounds])
+    size_axes.bar(x, sizes, color="0.8", label="confident-set size")
     size_axes.set_ylabel("confident examples")
     size_axes.set_xticks(x, [round_label(r) for r in rounds])
     size_axes.set_xlabel("round (outer.inner)")
@@ -145,10 +140,11 @@ def plot_round_statistics(rounds: Sequence[dict[str, Any]], stem: Path, title: s
 
 def per_class_matrix(rounds: Sequence[dict[str, Any]], key: str = "per_class_precision") -> np.ndarray:
     """rounds × classes, NaN where a value is missing (null, or a class absent from the set)."""
-    width = max((len(r.get(key) or []) for r in rounds), default=0)
+    rows = [r.get(key) if isinstance(r.get(key), list) else [] for r in rounds]
+    width = max((len(row) for row in rows), default=0)
     matrix = np.full((len(rounds), width), np.nan)
-    for i, record in enumerate(rounds):
-        for j, value in enumerate(record.get(key) or []):
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
             matrix[i, j] = _nan(value)
     return matrix
 
@@ -180,8 +176,14 @@ def plot_run(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     epochs, rounds = read_metrics(run_dir)
     if not epochs:
-        raise UserError(f"{run_dir / 'metrics.jsonl'} holds no epoch records yet: nothing to plot")
-    folder = run_dir / "plots"
+        raise UserError(f"{RunFiles(run_dir).metrics} holds no epoch records: nothing to plot")
+    return draw_run(run_dir, epochs, rounds)
+
+
+def draw_run(run_dir: Path, epochs: Sequence[dict[str, Any]], rounds: Sequence[dict[str, Any]]) -> list[Path]:
+    """The figures of plot_run from records already read (plot.py reads every run before drawing any)."""
+    run_dir = Path(run_dir)
+    folder = RunFiles(run_dir).plots
     title = run_dir.name
     written = plot_accuracy(epochs, folder / "accuracy", f"{title}: accuracy per epoch")
     if rounds:  # plain cross-entropy runs have no rounds
@@ -194,9 +196,9 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 def plot_run_if_stale(run_dir: Path) -> list[Path]:
     """plot_run unless its accuracy figure is newer than the run's metrics (sweeps re-summarise often)."""
-    run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    marker = run_dir / "plots" / "accuracy.png"
+    files = RunFiles(run_dir)
+    metrics = files.metrics
+    marker = files.plots / "accuracy.png"
     if not metrics.is_file():
         return []
     if marker.is_file() and marker.stat().st_mtime >= metrics.stat().st_mtime:
@@ -207,26 +209,23 @@ def plot_run_if_stale(run_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- per sweep
 
 
-def plot_sweep(summary: "Summary", folder: Path) -> list[Path]:
-    """Grouped bars: test accuracy per setting and method (mean ± std over seeds), paper as markers."""
-    from utils.sweeps.summary import mean_std, method_name  # summary imports plots lazily; no cycle at import
-
-    rows, methods = summary.rows, summary.methods
-    figure = new_figure(max(6.0, 1.5 + 0.7 * len(rows) * max(1, len(methods))), 4.2)
+def plot_sweep(setting_labels: Sequence[str], bars: Mapping[str, tuple[Sequence, Sequence]],
+               paper: Sequence[float | None], folder: Path) -> list[Path]:
+    """Grouped bars: per setting and method the mean test accuracy with its std as error bar
+    (`bars`: method title → (means, stds), None where there is none); the paper's numbers as markers."""
+    count = len(setting_labels)
+    figure = new_figure(max(6.0, 1.5 + 0.7 * count * max(1, len(bars))), 4.2)
     axes = figure.add_subplot()
-    x = np.arange(len(rows))
-    width = 0.8 / max(1, len(methods))
-    for k, method in enumerate(methods):
-        stats = [mean_std(row.cells[method].accuracies) for row in rows]
-        means = [np.nan if m is None else m for m, _ in stats]
-        stds = [0.0 if s is None else s for _, s in stats]
-        offset = (k - (len(methods) - 1) / 2) * width
-        axes.bar(x + offset, means, width, yerr=stds, capsize=3, label=method_name(method))
-    paper = [np.nan if row.setting.paper_test_acc is None else row.setting.paper_test_acc for row in rows]
-    if not np.all(np.isnan(paper)):
-        axes.scatter(x, paper, marker="_", s=400, color="black", zorder=3, label="paper (Me-Momentum)")
-    axes.set_xticks(x, [row.setting.label for row in rows], rotation=30 if len(rows) > 4 else 0, ha="right"
-                    if len(rows) > 4 else "center")
+    x = np.arange(count)
+    width = 0.8 / max(1, len(bars))
+    for k, (title, (means, stds)) in enumerate(bars.items()):
+        offset = (k - (len(bars) - 1) / 2) * width
+        axes.bar(x + offset, [_nan(m) for m in means], width, yerr=np.nan_to_num([_nan(s) for s in stds]),
+                 capsize=3, label=title)
+    paper_values = [_nan(p) for p in paper]
+    if not np.all(np.isnan(paper_values)):
+        axes.scatter(x, paper_values, marker="_", s=400, color="black", zorder=3, label="paper (Me-Momentum)")
+    axes.set_xticks(x, list(setting_labels), rotation=30 if count > 4 else 0, ha="right" if count > 4 else "center")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title("Test accuracy (mean ± std over finished seeds)")
     axes.grid(axis="y", alpha=0.3)
@@ -235,4 +234,15 @@ def plot_sweep(summary: "Summary", folder: Path) -> list[Path]:
 
 
 def _nan(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+    """A finite number as a float; anything else (null, text, a huge int, inf) as NaN: a gap."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return float("nan")
+    try:
+        number = float(value)
+    except OverflowError:
+        return float("nan")
+    return number if np.isfinite(number) else float("nan")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

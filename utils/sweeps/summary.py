@@ -1,56 +1,43 @@
 """Tables of a sweep (reproduce.py --summarize): table.md, table.csv and table.tex in the sweep folder.
 
-One row per setting; per method the mean ± sample standard deviation of the test accuracy over
-the finished seeds and how many seeds finished ("2/3"); the paper's number where the grid
-knows it; the label precision of Me-Momentum's last confident set. Runs that failed, are
-unfinished or never started stay visible as "—" and a note, never silently dropped.
+One row per setting; per method the *reported* test accuracy (of the best-validation model, the
+paper's protocol) and the *last-epoch* test accuracy as separate columns, each the mean ± sample
+standard deviation over the finished seeds, and how many seeds finished ("2/3"); the paper's
+number where the grid knows it; the label precision of Me-Momentum's last confident set. Every
+run that gave no number (failed, preempted, unfinished, missing, corrupt) is named in the notes
+with the reason, never silently dropped. The CSV keeps every figure of every finished seed.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
-import json
-import math
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from data.presets import HUMAN_NOISE_TYPES
-from utils.run.atomic import atomic_write_text
 from utils.errors import UserError
+from utils.methods import METHOD_TITLES, METHODS
+from utils.run.atomic import atomic_write_text
+from utils.run.files import RunFiles
 from utils.sweeps.grid import (
     CLOTHING_DATASET,
-    METHODS,
+    RUN_NAME,
     Setting,
     available_grids,
+    check_seeds,
     load_grid,
-    read_launcher_record,
+    method_order,
     read_sweep_record,
     settings_from_record,
 )
+from utils.sweeps.outcomes import STATUSES, RunOutcome, read_checked_result, read_outcome
 
 DASH = "—"
-METHOD_NAMES = {"memomentum": "Me-Momentum", "ce": "CE"}
-STATUSES = ("finished", "failed", "preempted", "unfinished", "missing")
 TABLE_FILES = ("table.md", "table.csv", "table.tex")
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What one run folder says about its run."""
-
-    name: str
-    setting_key: str
-    method: str
-    seed: int
-    status: str  # one of STATUSES
-    test_acc: float | None = None
-    best_val_acc: float | None = None
-    last_precision: float | None = None
-    exit_code: int | None = None
+PER_SEED_KEYS = ("test_acc", "test_acc_last", "test_acc_official", "best_val_acc")  # RunOutcome fields
 
 
 @dataclass
@@ -61,16 +48,26 @@ class MethodCell:
     outcomes: list[RunOutcome] = field(default_factory=list)
 
     @property
+    def finished_outcomes(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == "finished"]
+
+    @property
     def accuracies(self) -> list[float]:
-        return [o.test_acc for o in self.outcomes if o.status == "finished" and o.test_acc is not None]
+        """Reported test accuracies (best-validation model) of the finished seeds."""
+        return [o.test_acc for o in self.finished_outcomes if o.test_acc is not None]
+
+    @property
+    def last_accuracies(self) -> list[float]:
+        """Last-epoch test accuracies of the finished seeds whose result.json has them."""
+        return [o.test_acc_last for o in self.finished_outcomes if o.test_acc_last is not None]
 
     @property
     def precisions(self) -> list[float]:
-        return [o.last_precision for o in self.outcomes if o.status == "finished" and o.last_precision is not None]
+        return [o.last_precision for o in self.finished_outcomes if o.last_precision is not None]
 
     @property
     def finished(self) -> int:
-        return len(self.accuracies)
+        return len(self.finished_outcomes)
 
     @property
     def expected(self) -> int:
@@ -90,6 +87,7 @@ class SettingRow:
 class Summary:
     rows: list[SettingRow]
     methods: list[str]
+    unplaced: list[tuple[str, str]] = field(default_factory=list)  # (folder, why it is in no row)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -113,50 +111,30 @@ def format_mean_std(values: Sequence[float], plus_minus: str = "±") -> str:
 # --------------------------------------------------------------------------- reading run folders
 
 
-def read_outcome(run_dir: Path, setting_key: str, method: str, seed: int) -> RunOutcome:
-    """The state of one run folder: result.json, else launcher.json's verdict, else checkpoint."""
-    run_dir = Path(run_dir)
-    base = dict(name=run_dir.name, setting_key=setting_key, method=method, seed=seed)
-    result = _read_json(run_dir / "result.json")
-    if result is not None:
-        return RunOutcome(**base, status="finished", test_acc=_number(result.get("test_acc")),
-                          best_val_acc=_number(result.get("best_val_acc")),
-                          last_precision=last_round_precision(result))
-    launcher = read_launcher_record(run_dir)
-    if launcher and launcher.get("status") in ("failed", "preempted"):
-        return RunOutcome(**base, status=launcher["status"], exit_code=launcher.get("exit_code"))
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        return RunOutcome(**base, status="unfinished")
-    return RunOutcome(**base, status="missing")
-
-
-def last_round_precision(result: dict[str, Any]) -> float | None:
-    """Label precision (%) of the confident set of the last round that reported one."""
-    for record in reversed(result.get("rounds") or []):
-        precision = _number(record.get("precision"))
-        if precision is not None:
-            return precision
-    return None
-
-
 def collect_summary(out: Path) -> Summary:
-    """Outcomes of every run of the sweep in `out`, grouped by setting and method."""
+    """Outcomes of every run of the sweep in `out`, grouped by setting and method; a UserError
+    when `out` holds no runs at all (an empty table would look like a result)."""
     out = Path(out)
     record = read_sweep_record(out)
+    unplaced: list[tuple[str, str]] = []
     if record is not None:
         settings = refresh_paper_numbers(settings_from_record(record), record["grid"].get("name", ""))
-        expected = [(r["name"], r["setting"], r["method"], int(r["seed"])) for r in record["runs"]]
+        expected = [(r["name"], r["setting"], r["method"], r["seed"]) for r in record["runs"]]
     else:
-        settings, expected = _discover_runs(out)
-    methods = sorted({method for _, _, method, _ in expected}, key=_method_order)
+        settings, expected, unplaced = _discover_runs(out)
+    if not expected:
+        found = f"; {len(unplaced)} folder(s) could not be read: {unplaced[0][0]}: {unplaced[0][1]}" \
+            if unplaced else ""
+        raise UserError(f"{out} holds no runs: neither a sweep.json (written by reproduce.py --grid) "
+                        f"nor run folders with a config.json{found}")
+    methods = sorted({method for _, _, method, _ in expected}, key=method_order)
     rows = {s.key: SettingRow(s, {m: MethodCell(m) for m in methods}) for s in settings}
     for name, key, method, seed in expected:
-        if key in rows:
-            rows[key].cells[method].outcomes.append(read_outcome(out / name, key, method, seed))
+        rows[key].cells[method].outcomes.append(read_outcome(out / name, key, method, seed))
     for row in rows.values():
         for cell in row.cells.values():
             cell.outcomes.sort(key=lambda o: o.seed)
-    return Summary(rows=list(rows.values()), methods=methods)
+    return Summary(rows=list(rows.values()), methods=methods, unplaced=unplaced)
 
 
 def refresh_paper_numbers(settings: list[Setting], grid_name: str) -> list[Setting]:
@@ -172,59 +150,56 @@ def refresh_paper_numbers(settings: list[Setting], grid_name: str) -> list[Setti
             for s in settings]
 
 
-def _discover_runs(out: Path) -> tuple[list[Setting], list[tuple[str, str, str, int]]]:
-    """Without sweep.json: every sub-folder holding a config.json is a run."""
+def _discover_runs(out: Path) -> tuple[list[Setting], list[tuple[str, str, str, int]], list[tuple[str, str]]]:
+    """Without sweep.json: every sub-folder holding a config.json is a run. A folder whose
+    config.json cannot be placed in a row is returned with the reason, to be listed under the table."""
     settings: dict[str, Setting] = {}
-    runs = []
+    runs, unplaced = [], []
     for config_path in sorted(out.glob("*/config.json")):
-        config = _read_json(config_path) or {}
-        result = _read_json(config_path.parent / "result.json") or {}
-        merged = {**config, **{k: v for k, v in result.items() if v is not None}}
-        if "dataset" not in merged or "noise_type" not in merged:
+        folder = config_path.parent
+        try:
+            setting, method, seed = _run_of_folder(folder)
+        except UserError as error:
+            unplaced.append((folder.name, str(error).replace(f"{folder}/", "")))
             continue
-        real = merged["noise_type"] in HUMAN_NOISE_TYPES.get(merged["dataset"], ()) \
-            or merged["dataset"] == CLOTHING_DATASET
-        setting = Setting(merged["dataset"], merged["noise_type"],
-                          None if real else float(merged.get("noise_rate", 0.0)))
         settings.setdefault(setting.key, setting)
-        runs.append((config_path.parent.name, setting.key, str(merged.get("method", "memomentum")),
-                     int(merged.get("seed", 0))))
-    return list(settings.values()), runs
+        runs.append((folder.name, setting.key, method, seed))
+    return list(settings.values()), runs, unplaced
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _method_order(method: str) -> tuple[int, str]:
-    return (METHODS.index(method) if method in METHODS else len(METHODS), method)
+def _run_of_folder(folder: Path) -> tuple[Setting, str, int]:
+    """(setting, method, seed) of a run folder, from its config.json and a good result.json
+    (Clothing.py's config has no dataset; its result.json has)."""
+    if not RUN_NAME.fullmatch(folder.name):
+        raise UserError("not a plain folder name")
+    result, _ = read_checked_result(folder)
+    config = {**(RunFiles(folder).read_config() or {}),
+              **{key: value for key, value in (result or {}).items() if value is not None}}
+    dataset, noise_type = config.get("dataset"), config.get("noise_type")
+    method, seed = config.get("method", METHODS[0]), config.get("seed", 0)
+    if not isinstance(dataset, str) or not isinstance(noise_type, str):
+        raise UserError("its config.json and result.json name no dataset and noise_type")
+    if method not in METHODS:
+        raise UserError(f"its method is {method!r}, not one of {', '.join(METHODS)}")
+    check_seeds([seed])
+    real = noise_type in HUMAN_NOISE_TYPES.get(dataset, ()) or dataset == CLOTHING_DATASET
+    rate = config.get("noise_rate", 0.0)
+    if not real and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
+        raise UserError(f"its noise_rate is {rate!r}, not a number in [0, 1)")
+    return Setting(dataset, noise_type, None if real else float(rate)), method, seed
 
 
 # --------------------------------------------------------------------------- table content
 
 
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+def method_title(method: str) -> str:
+    return METHOD_TITLES.get(method, method)
 
 
-def notes_for(row: SettingRow) -> str:
-    """'CE failed: 1; Me-Momentum unfinished: 2' — every run that gave no number says why."""
-    notes = []
-    for cell in row.cells.values():
-        for status in ("failed", "preempted", "unfinished", "missing"):
-            if cell.count(status):
-                notes.append(f"{method_name(cell.method)} {status}: {cell.count(status)}")
-    return "; ".join(notes)
+def run_notes(row: SettingRow) -> list[str]:
+    """'Standard (CE) seed 2: failed (exit 3)': one note per run of the row that gave no number."""
+    return [f"{method_title(o.method)} seed {o.seed}: {o.reason}"
+            for cell in row.cells.values() for o in cell.outcomes if o.status != "finished"]
 
 
 def has_precision(summary: Summary) -> bool:
@@ -234,7 +209,7 @@ def has_precision(summary: Summary) -> bool:
 def table_header(summary: Summary) -> list[str]:
     header = ["Setting"]
     for method in summary.methods:
-        header += [method_name(method), "seeds"]
+        header += [f"{method_title(method)}: reported", f"{method_title(method)}: last epoch", "seeds"]
     header.append("Paper (Me-Momentum)")
     if has_precision(summary):
         header.append("Precision (last round)")
@@ -242,16 +217,24 @@ def table_header(summary: Summary) -> list[str]:
     return header
 
 
+def format_last_epoch(cell: MethodCell, plus_minus: str = "±") -> str:
+    """Mean ± std of the last-epoch accuracies; '(n=k)' when only k finished seeds recorded one."""
+    values = cell.last_accuracies
+    text = format_mean_std(values, plus_minus)
+    return text if not values or len(values) == cell.finished else f"{text} (n={len(values)})"
+
+
 def table_cells(row: SettingRow, summary: Summary, plus_minus: str = "±") -> list[str]:
     cells = [row.setting.label]
     for method in summary.methods:
         cell = row.cells[method]
-        cells += [format_mean_std(cell.accuracies, plus_minus), f"{cell.finished}/{cell.expected}"]
+        cells += [format_mean_std(cell.accuracies, plus_minus), format_last_epoch(cell, plus_minus),
+                  f"{cell.finished}/{cell.expected}"]
     paper = row.setting.paper_test_acc
     cells.append(DASH if paper is None else f"{paper:.2f}")
     if has_precision(summary):
         cells.append(format_mean_std(row.cells["memomentum"].precisions, plus_minus))
-    cells.append(notes_for(row))
+    cells.append("; ".join(run_notes(row)))
     return cells
 
 
@@ -260,12 +243,28 @@ def paper_sources(summary: Summary) -> list[str]:
                    if r.setting.paper_test_acc is not None and r.setting.paper_source})
 
 
+def unplaced_note(summary: Summary) -> str:
+    return "Not in the table: " + "; ".join(f"{name} ({why})" for name, why in summary.unplaced) + "."
+
+
+def bar_chart_numbers(summary: Summary) -> tuple[list[str], dict[str, tuple[list, list]], list]:
+    """What utils.sweeps.plots.plot_sweep draws: setting labels, per method title the means and
+    stds of the reported accuracy (None where there is none), and the paper's numbers."""
+    labels = [row.setting.label for row in summary.rows]
+    bars = {}
+    for method in summary.methods:
+        stats = [mean_std(row.cells[method].accuracies) for row in summary.rows]
+        bars[method_title(method)] = ([m for m, _ in stats], [s for _, s in stats])
+    return labels, bars, [row.setting.paper_test_acc for row in summary.rows]
+
+
 # --------------------------------------------------------------------------- renderers
 
 
-CAPTION = ("Test accuracy (%) on the clean test set of the model with the best validation accuracy "
-           "(noisy, class-balanced), mean ± sample standard deviation over the finished seeds; "
-           "seeds: finished/planned.")
+CAPTION = ("Test accuracy (%) on the clean test set, mean ± sample standard deviation over the finished "
+           "seeds. Reported: of the model with the best validation accuracy (noisy, class-balanced), "
+           "as in the paper; last epoch: of the model at the run's last epoch (— for runs that "
+           "predate it; (n=k): only k seeds have it). Seeds: finished/planned.")
 PRECISION_NOTE = "Precision: label precision (%) of Me-Momentum's confident set in its last round."
 
 
@@ -280,17 +279,24 @@ def render_markdown(summary: Summary) -> str:
         lines.append(PRECISION_NOTE)
     sources = paper_sources(summary)
     lines.append("Paper: " + ("; ".join(sources) if sources else "no paper numbers in this grid") + ".")
+    if summary.unplaced:
+        lines.append(unplaced_note(summary))
     return "\n".join(lines) + "\n"
 
 
 def render_csv(summary: Summary) -> str:
-    """Machine-readable: one row per setting, raw numbers (no rounding), per-method columns."""
+    """Machine-readable: one row per setting, raw numbers (no rounding), per-method columns. The
+    `_seeds` column lists the finished seeds; the per-seed columns (`_test_accs`, `_test_acc_lasts`,
+    `_test_acc_officials`, `_best_val_accs`, `_best_ats` as outer/inner/epoch) follow its order,
+    empty where a result.json lacks the key."""
     header = ["setting", "dataset", "noise_type", "noise_rate", "paper_test_acc", "paper_source"]
     for method in summary.methods:
-        header += [f"{method}_{k}" for k in ("mean", "std", "finished", "expected", "failed", "preempted",
-                                             "unfinished", "missing", "test_accs")]
+        header += [f"{method}_{k}" for k in ("mean", "std", "last_mean", "last_std", "finished", "expected",
+                                             *STATUSES[1:], "seeds")]
+        header += [f"{method}_{key}s" for key in PER_SEED_KEYS] + [f"{method}_best_ats"]
     if has_precision(summary):
         header += ["memomentum_precision_mean", "memomentum_precision_std"]
+    header.append("notes")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -300,12 +306,15 @@ def render_csv(summary: Summary) -> str:
                              _blank(s.paper_test_acc), s.paper_source or ""]
         for method in summary.methods:
             cell = row.cells[method]
-            mean, std = mean_std(cell.accuracies)
-            values += [_blank(mean), _blank(std), cell.finished, cell.expected, cell.count("failed"),
-                       cell.count("preempted"), cell.count("unfinished"), cell.count("missing"),
-                       ";".join(repr(a) for a in cell.accuracies)]
+            finished = cell.finished_outcomes
+            values += [_blank(v) for v in (*mean_std(cell.accuracies), *mean_std(cell.last_accuracies))]
+            values += [cell.finished, cell.expected, *(cell.count(status) for status in STATUSES[1:])]
+            values.append(";".join(str(o.seed) for o in finished))
+            values += [";".join(_per_seed(getattr(o, key)) for o in finished) for key in PER_SEED_KEYS]
+            values.append(";".join("" if o.best_at is None else "/".join(map(str, o.best_at)) for o in finished))
         if has_precision(summary):
             values += [_blank(v) for v in mean_std(row.cells["memomentum"].precisions)]
+        values.append("; ".join(run_notes(row)))
         writer.writerow(values)
     return buffer.getvalue()
 
@@ -324,7 +333,9 @@ def render_latex(summary: Summary) -> str:
     sources = paper_sources(summary)
     if sources:
         caption += " Paper: " + "; ".join(sources) + "."
-    caption_tex = _latex_escape(caption).replace("±", r"$\pm$")
+    if summary.unplaced:
+        caption += " " + unplaced_note(summary)
+    caption_tex = _latex_escape(caption).replace("±", r"$\pm$").replace(DASH, "---")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption_tex}}}",
               r"\label{tab:memomentum-reproduction}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -341,6 +352,10 @@ def _blank(value: float | None) -> Any:
     return "" if value is None else value
 
 
+def _per_seed(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -350,27 +365,13 @@ def write_tables(out: Path, summary: Summary) -> list[Path]:
     return [atomic_write_text(out / name, text) for name, text in zip(TABLE_FILES, contents)]
 
 
-def summarize_sweep(out: Path, plots: bool = True) -> tuple[Summary, list[Path]]:
-    """Write the tables (and, with `plots`, the sweep bar chart and each finished run's plots)."""
+def summarize_sweep(out: Path) -> tuple[Summary, list[Path]]:
+    """Read every run of the sweep folder `out` and write its tables; returns them and the paths."""
     out = Path(out)
     if not out.is_dir():
         raise UserError(f"no sweep folder {out}")
     summary = collect_summary(out)
-    written = write_tables(out, summary)
-    if plots:
-        from utils.sweeps.plots import plot_run_if_stale, plot_sweep  # matplotlib only when plotting
-
-        written += plot_sweep(summary, out / "plots")
-        for row in summary.rows:
-            for cell in row.cells.values():
-                for outcome in cell.outcomes:
-                    if outcome.status != "finished":
-                        continue
-                    try:
-                        written += plot_run_if_stale(out / outcome.name)
-                    except UserError as error:  # one unreadable run must not cost the other plots
-                        print(f"warning: no plots for {outcome.name}: {error}", file=sys.stderr)
-    return summary, written
+    return summary, write_tables(out, summary)
 
 
 def status_counts(summary: Summary) -> dict[str, int]:
@@ -380,4 +381,3 @@ def status_counts(summary: Summary) -> dict[str, int]:
             for outcome in cell.outcomes:
                 counts[outcome.status] += 1
     return counts
-

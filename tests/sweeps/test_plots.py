@@ -1,4 +1,4 @@
-"""Tests for utils/plots.py and plot.py: figures of fabricated runs are written, non-empty, PNG and PDF."""
+"""Tests for utils/sweeps/plots.py and plot.py: figures of fabricated runs are written, non-empty, PNG and PDF."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import plot
 from utils.errors import UserError
 from utils.sweeps.plots import boundary_positions, per_class_matrix, plot_run, plot_run_if_stale, plot_sweep, read_metrics
-from utils.sweeps.summary import collect_summary
+from utils.sweeps.summary import bar_chart_numbers, collect_summary
 from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
 
 PNG_MAGIC, PDF_MAGIC = b"\x89PNG", b"%PDF"
@@ -114,7 +114,11 @@ def test_sweep_bar_chart(tmp_path: Path) -> None:
                       ("mnist-symmetric-0.2-seed1-ce", 90.0)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "result.json").write_text(json.dumps({"test_acc": acc, "rounds": []}))
-    written = plot_sweep(collect_summary(tmp_path), tmp_path / "plots")
+    labels, bars, paper = bar_chart_numbers(collect_summary(tmp_path))
+    assert labels == ["MNIST Sym-20%", "MNIST IDN-40%"] and paper == [99.0, None]
+    assert bars == {"Me-Momentum": ([97.5, None], [0.7071067811865476, None]),
+                    "Standard (CE)": ([90.0, None], [None, None])}
+    written = plot_sweep(labels, bars, paper, tmp_path / "plots")
     assert_figure_files(written, ["test_accuracy"])
 
 

@@ -1,4 +1,5 @@
-"""Tests for utils/summary.py: numbers checked against fabricated run folders; missing and failed runs shown."""
+"""Tests for utils/sweeps/summary.py and outcomes.py: numbers checked against fabricated run folders;
+missing, failed and corrupt runs shown."""
 from __future__ import annotations
 
 import csv
@@ -12,13 +13,13 @@ from utils.sweeps.summary import (
     collect_summary,
     format_mean_std,
     mean_std,
-    read_outcome,
     render_latex,
     render_markdown,
     status_counts,
     summarize_sweep,
 )
 from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
+from utils.sweeps.outcomes import read_outcome, run_state
 
 GRID = {
     "entry_point": "main.py", "methods": ["memomentum", "ce"],
@@ -91,24 +92,27 @@ def test_summary_numbers(tmp_path: Path) -> None:
     assert sym.cells["ce"].accuracies == [70.0]
     assert (sym.cells["ce"].count("failed"), sym.cells["ce"].count("missing")) == (1, 1)
     assert worst.cells["memomentum"].finished == 0 and worst.cells["memomentum"].expected == 3
-    assert status_counts(summary) == {"finished": 6, "failed": 1, "preempted": 1, "unfinished": 1, "missing": 3}
+    assert status_counts(summary) == {"finished": 6, "failed": 1, "preempted": 1, "unfinished": 1, "missing": 3,
+                                     "corrupt": 0}
 
 
 def test_markdown_table(tmp_path: Path) -> None:
     make_sweep(tmp_path)
     lines = render_markdown(collect_summary(tmp_path)).splitlines()
-    assert lines[0] == ("| Setting | Me-Momentum | seeds | CE | seeds | Paper (Me-Momentum) | "
+    assert lines[0] == ("| Setting | Me-Momentum: reported | Me-Momentum: last epoch | seeds | "
+                        "Standard (CE): reported | Standard (CE): last epoch | seeds | Paper (Me-Momentum) | "
                         "Precision (last round) | Notes |")
-    assert lines[2] == ("| CIFAR-10 Sym-20% | 82.00 ± 2.00 | 3/3 | 70.00 | 1/3 | 91.50 | 92.00 ± 2.00 | "
-                        "CE failed: 1; CE missing: 1 |")
-    assert lines[3] == ("| CIFAR-10N Worst | — | 0/3 | 63.00 ± 4.24 | 2/3 | — | — | "
-                        "Me-Momentum unfinished: 1; Me-Momentum missing: 2; CE preempted: 1 |")
+    assert lines[2] == ("| CIFAR-10 Sym-20% | 82.00 ± 2.00 | — | 3/3 | 70.00 | — | 1/3 | 91.50 | 92.00 ± 2.00 | "
+                        "Standard (CE) seed 2: failed (exit 3); Standard (CE) seed 3: missing (not started) |")
+    assert lines[3] == ("| CIFAR-10N Worst | — | — | 0/3 | 63.00 ± 4.24 | — | 2/3 | — | — | "
+                        "Me-Momentum seed 1: unfinished; Me-Momentum seed 2: missing (not started); "
+                        "Me-Momentum seed 3: missing (not started); Standard (CE) seed 3: preempted (exit 75) |")
     assert any("Test paper, Table 9" in line for line in lines)
 
 
 def test_csv_table_holds_exact_numbers(tmp_path: Path) -> None:
     make_sweep(tmp_path)
-    summarize_sweep(tmp_path, plots=False)
+    summarize_sweep(tmp_path)
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert len(rows) == 2
     sym, worst = rows
@@ -125,10 +129,10 @@ def test_csv_table_holds_exact_numbers(tmp_path: Path) -> None:
 def test_latex_table_uses_booktabs(tmp_path: Path) -> None:
     make_sweep(tmp_path)
     tex = render_latex(collect_summary(tmp_path))
-    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lccccccl}"):
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lccccccccl}"):
         assert command in tex
-    assert r"CIFAR-10 Sym-20\% & 82.00 $\pm$ 2.00 & 3/3 & 70.00 & 1/3 & 91.50 & 92.00 $\pm$ 2.00 &" in tex
-    assert r"CIFAR-10N Worst & --- & 0/3" in tex
+    assert r"CIFAR-10 Sym-20\% & 82.00 $\pm$ 2.00 & --- & 3/3 & 70.00 & --- & 1/3 & 91.50 & 92.00 $\pm$ 2.00 &" in tex
+    assert r"CIFAR-10N Worst & --- & --- & 0/3" in tex
     assert "±" not in tex and "—" not in tex
 
 
@@ -173,3 +177,65 @@ def test_paper_numbers_filled_in_after_the_sweep_are_shown(tmp_path: Path, monke
     (configs / "mine.json").write_text("{ broken")  # an invalid grid file does not block the summary
     (row,) = collect_summary(out).rows
     assert row.setting.paper_test_acc is None
+
+
+def test_reported_and_last_epoch_accuracies_are_separate_labelled_columns(tmp_path: Path) -> None:
+    """Seeds 1-2 of Me-Momentum have the new keys, seed 3 is an older result.json without them;
+    CE's results are all old: its last-epoch column shows —."""
+    grid = parse_grid({"settings": [GRID["settings"][0]]}, "g", "g.json")
+    write_sweep_record(tmp_path, grid, expand_runs(grid, None, [1, 2, 3]))
+    new_keys = {1: (78.0, 79.95, {"outer": 1, "inner": 2, "epoch": 5}),
+                2: (80.0, 81.95, {"outer": 0, "inner": 3, "epoch": 17})}
+    for seed, acc in ((1, 80.0), (2, 82.0), (3, 84.0)):
+        run_dir = tmp_path / f"cifar10-symmetric-0.2-seed{seed}-memomentum"
+        run_dir.mkdir()
+        result = {"test_acc": acc, "best_val_acc": 60.0 + seed, "rounds": []}
+        if seed in new_keys:
+            last, official, best_at = new_keys[seed]
+            result.update(test_acc_last=last, test_acc_official=official, best_at=best_at)
+        (run_dir / "result.json").write_text(json.dumps(result))
+        write_result(tmp_path / f"cifar10-symmetric-0.2-seed{seed}-ce", 70.0 + seed)
+    summarize_sweep(tmp_path)
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:7] == ["Setting", "Me-Momentum: reported", "Me-Momentum: last epoch", "seeds",
+                          "Standard (CE): reported", "Standard (CE): last epoch", "seeds"]
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row[:7] == ["CIFAR-10 Sym-20%", "82.00 ± 2.00", "79.00 ± 1.41 (n=2)", "3/3", "72.00 ± 1.00", "—", "3/3"]
+    assert any(line.startswith("Test accuracy (%)") and "last epoch" in line for line in lines)
+    (csv_row,) = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert csv_row["memomentum_seeds"] == "1;2;3"
+    assert csv_row["memomentum_test_accs"] == "80.0;82.0;84.0"
+    assert csv_row["memomentum_test_acc_lasts"] == "78.0;80.0;"
+    assert csv_row["memomentum_test_acc_officials"] == "79.95;81.95;"
+    assert csv_row["memomentum_best_val_accs"] == "61.0;62.0;63.0"
+    assert csv_row["memomentum_best_ats"] == "1/2/5;0/3/17;"
+    assert float(csv_row["memomentum_last_mean"]) == 79.0 and float(csv_row["memomentum_mean"]) == 82.0
+    assert csv_row["ce_last_mean"] == "" and csv_row["ce_test_acc_lasts"] == ";;"
+    assert csv_row["notes"] == ""
+    tex = (tmp_path / "table.tex").read_text()
+    assert r"Me-Momentum: reported & Me-Momentum: last epoch & seeds" in tex
+
+
+def test_every_run_without_a_number_is_named_in_the_csv_notes(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    corrupt = tmp_path / "cifar10-symmetric-0.2-seed3-ce"
+    corrupt.mkdir()
+    (corrupt / "result.json").write_text("[]")
+    assert run_state(corrupt) == "corrupt"
+    summarize_sweep(tmp_path)
+    sym = next(csv.DictReader((tmp_path / "table.csv").open()))
+    assert sym["notes"] == ("Standard (CE) seed 2: failed (exit 3); Standard (CE) seed 3: corrupt: "
+                            "result.json is corrupt (a JSON list, not an object)")
+    assert (sym["ce_failed"], sym["ce_corrupt"], sym["ce_missing"]) == ("1", "1", "0")
+
+
+def test_summary_without_sweep_record_takes_clothing_settings_from_the_result(tmp_path: Path) -> None:
+    run_dir = tmp_path / "clothing-seed1"
+    write_result(run_dir, 72.5)
+    (run_dir / "config.json").write_text(json.dumps({"seed": 1, "lr": 0.01}))
+    result = json.loads((run_dir / "result.json").read_text())
+    result.update(method="memomentum", dataset="clothing1m", noise_type="real", noise_rate=None, seed=1)
+    (run_dir / "result.json").write_text(json.dumps(result))
+    (row,) = collect_summary(tmp_path).rows
+    assert row.setting.label == "Clothing1M" and row.cells["memomentum"].accuracies == [72.5]
