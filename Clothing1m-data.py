@@ -22,7 +22,9 @@ from data.clothing_index import (INDEX_FILE_NAME, NUM_CLASSES, SPLITS, build_ind
                                  index_to_bytes, missing_images, read_all_splits, unlabelled_report)
 from utils.run.atomic import atomic_write_bytes, atomic_write_text
 from utils.run.config import format_config, option, parse_config, require
-from utils.errors import DatasetError, UserError, report
+from utils.errors import DatasetError
+from utils.run.files import check_file_target
+from utils.run.lifecycle import run_entry_point
 from utils.run.progress import progress_enabled
 
 SHOWN_PATHS = 5
@@ -118,15 +120,25 @@ def build(config: IndexConfig) -> dict:
     return index
 
 
+def check_outputs(config: IndexConfig) -> None:
+    """Every file this run writes can be written, before the (long) reading starts."""
+    targets = {"--output": config.index_path, "--missing_images_list": config.missing_images_list,
+               "--unreadable_list": config.unreadable_list}
+    for flag, path in targets.items():
+        if path:
+            check_file_target(path, flag)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    def body() -> int:
         config = parse_config(IndexConfig, argv, description=__doc__.splitlines()[0],
                               prog="Clothing1m-data.py")
         print(f"Clothing1m-data.py\n{format_config(config)}")
+        check_outputs(config)
         build(config)
-    except UserError as error:
-        return report(error)
-    return 0
+        return 0
+
+    return run_entry_point(body)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ class ClothingSplits:
     train: np.ndarray  # positions of the noisy training list, in its (once shuffled) official order
     val: np.ndarray
     test: np.ndarray
+    train_order: np.ndarray  # train_order[p]: the line of the index's training list at shuffled position p
 
     @property
     def labels(self) -> np.ndarray:
@@ -152,7 +153,7 @@ def build_splits(index: dict[str, np.ndarray], root: str | Path, image_size: int
     n_train, n_val = len(order), len(index["clean_val_labels"])
     positions = np.arange(len(labels), dtype=np.int64)
     return ClothingSplits(ClothingImages(root, keys, labels, image_size), positions[:n_train],
-                          positions[n_train:n_train + n_val], positions[n_train + n_val:])
+                          positions[n_train:n_train + n_val], positions[n_train + n_val:], order.astype(np.int64))
 
 
 class PlannedBatches(Sampler[list[int]]):

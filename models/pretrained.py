@@ -29,6 +29,13 @@ ARCHITECTURES: dict[str, tuple[Callable[..., ResNet], WeightsEnum]] = {
 }
 
 StateDict = dict[str, torch.Tensor]
+TOTAL_STRIDE = 32  # a torchvision ResNet's last feature map is ceil(size / 32) pixels on a side
+
+
+def batch_of_one_trains(image_size: int) -> bool:
+    """Whether a training batch of ONE image passes the last BatchNorm: it needs more than one value
+    per channel, so a last feature map larger than 1x1 (images over 32 pixels)."""
+    return -(-image_size // TOTAL_STRIDE) > 1
 
 
 def hub_cache_file(arch: str) -> Path:

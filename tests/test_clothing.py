@@ -30,7 +30,7 @@ from utils.selection import (checkpoint_for_each_class,
 from utils.clothing_loop import run_clothing
 from utils.run.config import parse_config
 from utils.run.distributed import init_distributed
-from utils.errors import CheckpointError, DatasetError, UserError
+from utils.errors import DatasetError, UserError
 from utils.run.preemption import Preempted
 
 
@@ -249,7 +249,7 @@ def finished_run(tiny, tmp_path_factory):
     run_dir = base / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(base)  # logs/results.txt goes to the working directory, as officially
-        code = run_clothing_main(tiny_run_flags(tiny, run_dir))
+        code = run_clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds"))
     return code, run_dir, base
 
 
@@ -288,6 +288,24 @@ def test_clothing_py_end_to_end_writes_every_output(finished_run, tiny):
     log = (base / "logs" / "results.txt").read_text()
     assert log.count("Best Test Acc") == 1
     assert not list(run_dir.glob(".*.tmp"))
+    assert 0 <= result["test_acc_official"] <= 100 and 0 <= result["test_acc_last"] <= 100
+    assert result["best_at"]["epoch"] == best_epoch["epoch"]
+    for record in rounds:
+        saved = np.load(run_dir / "rounds" / f"outer{record['outer']}_inner{record['inner']}.npz")
+        assert int(saved["confident"].sum()) == record["confident_size"]
+        assert sorted(saved["index"].tolist()) == list(range(len(tiny.train_keys)))
+        kept = saved["confident"]
+        np.testing.assert_array_equal(saved["predictions"][kept], saved["noisy_labels"][kept])
+
+
+def test_resume_auto_on_a_finished_run_exits_at_once(finished_run, tiny, capsys):
+    _, run_dir, base = finished_run
+    before = (run_dir / "result.json").read_bytes()
+    assert run_clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds", "--resume", "auto")) == 0
+    assert "has finished" in capsys.readouterr().out
+    assert (run_dir / "result.json").read_bytes() == before
+    assert run_clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds", "--resume", "auto", "--lr", "1")) == 2
+    assert "finished run made with other settings" in capsys.readouterr().err
 
 
 def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path):
@@ -326,12 +344,20 @@ def test_stop_request_abandons_the_epoch_in_progress(tiny, tmp_path):
 
 def test_resume_refuses_a_changed_config_and_an_unasked_overwrite(finished_run, tiny, tmp_path):
     _, run_dir, _ = finished_run
-    with pytest.raises(CheckpointError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a run"):
         run_clothing(parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir), "x"),
                      init_distributed("cpu"), lambda: False)
     changed = parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir, "--resume", "auto", "--lr", "0.1"), "x")
-    with pytest.raises(CheckpointError, match=r"--lr \(saved 0\.005, given 0\.1\)"):
+    with pytest.raises(UserError, match=r"--lr \(saved 0\.005, given 0\.1\)"):
         run_clothing(changed, init_distributed("cpu"), lambda: False)
+
+
+def test_a_last_training_batch_of_one_image_is_folded_into_the_one_before(tiny, tmp_path):
+    """54 training images in batches of 53 leave one; at 32 pixels ResNet-18's last BatchNorm sees one
+    value per channel and would fail ("Expected more than 1 value per channel when training")."""
+    assert len(tiny.train_keys) % 53 == 1
+    assert run_clothing_main(tiny_run_flags(tiny, tmp_path / "run", "--image_size", "32", "--batch_size", "53",
+                                            "--max_outer_loop", "1", "--max_inner_loop", "1")) == 0
 
 
 def test_unreadable_image_stops_with_its_name_unless_skipped(tiny, tmp_path, capsys):

@@ -95,3 +95,19 @@ def test_make_sgd_settings():
     assert not make_sgd(parameters, lr=0.1, weight_decay=0.0, kernels="plain").defaults["fused"]
     with pytest.raises(ValueError, match="unknown SGD kernels"):
         make_sgd(parameters, lr=0.1, weight_decay=0.0, kernels="adam")
+
+
+def test_cifar_resnets_train_on_a_batch_of_one_and_small_imagenet_resnets_would_not():
+    """A training set whose size is 1 modulo the batch size leaves a last batch of one: the CIFAR
+    ResNets' last BatchNorm still sees 4x4 values per channel; a torchvision ResNet at 32 pixels sees
+    one, which is why Clothing.py folds such a batch into the one before (batch_of_one_trains)."""
+    from models.pretrained import batch_of_one_trains, build_classifier
+
+    for name in ("resnet18", "resnet34"):
+        model = build_model(name, 10).train()
+        model(torch.randn(1, 3, 32, 32)).sum().backward()
+    small = build_classifier("resnet18", 14, None).train()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        small(torch.randn(1, 3, 32, 32))
+    small(torch.randn(1, 3, 40, 40))
+    assert not batch_of_one_trains(32) and batch_of_one_trains(40) and batch_of_one_trains(256)

@@ -119,7 +119,7 @@ def test_interval_checkpoints_resume_bit_identically(tmp_path, monkeypatch, poin
     monkeypatch.chdir(folder)
     monkeypatch.setattr(lifecycle, "time", EpochClock())
     with monkeypatch.context() as patch:
-        {"mid_epoch": lambda p: kill_on_call(p, torch.optim.SGD, "step", 130),
+        {"mid_epoch": lambda p: kill_on_call(p, torch.optim.SGD, "step", 70),
          "between_rounds": KILL_POINTS["between_rounds"]}[point](patch)
         with pytest.raises(SimulatedKill):
             main_module.main(args)

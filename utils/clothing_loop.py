@@ -235,9 +235,24 @@ def rebuild_after_round(task: ClothingTask, state: LoopState) -> None:
               "confident_size": int(len(state.train_positions)), "per_class_size": sizes.tolist(),
               "checkpoint_of_class": files, "fallback_classes": fallback}
     state.rounds.append({key: record[key] for key in ("outer", "inner", "confident_size")})
+    if config.save_rounds and task.context.is_main:
+        save_round(task, state, predictions)
     append_metrics(task, record)
     task.log(f"rebuilt the training set after outer {state.outer} inner {state.inner}: "
             f"{len(state.train_positions)} examples, per class {sizes.tolist()}")
+
+
+def save_round(task: ClothingTask, state: LoopState, predictions: np.ndarray) -> None:
+    """--save_rounds: every training example (its line in the index's training list), its noisy label,
+    the prediction of its class's checkpoint (−1: unreadable), and whether it was kept. No clean labels
+    (Clothing1M has none for the training list) and no probabilities (a million rows of 14)."""
+    splits = task.splits
+    confident = np.zeros(len(splits.train), dtype=bool)
+    confident[state.train_positions] = True
+    task.files.write_round(state.outer, state.inner, {
+        "index": splits.train_order, "noisy_labels": splits.labels[splits.train].astype(np.int64),
+        "predictions": predictions.astype(np.int64), "confident": confident,
+    })
 
 
 def predict_by_class_checkpoints(task: ClothingTask, noisy_labels: np.ndarray, files: list[str]) -> np.ndarray:

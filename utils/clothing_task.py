@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform, IGNORED_LABEL, build_splits,
                            default_num_workers, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
-from models.pretrained import StateDict, build_classifier, load_imagenet_state
+from models.pretrained import StateDict, batch_of_one_trains, build_classifier, load_imagenet_state
 from utils.clothing_config import ClothingConfig
 from utils.engine import (StopRequested, compile_network, make_sgd, predict_logits, train_one_epoch,
                           uses_channels_last)
@@ -189,7 +189,10 @@ def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss
 def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int, generator: torch.Generator,
                      bad: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(augmented normalised images, labels) on the device; unreadable images get the ignored label."""
-    for batch in task.loader.batches(positions, batch_size, fold_single_last=True):
+    # A last batch of one image is a batch of its own, as officially, unless the images are so small
+    # that BatchNorm would fail on it: then it joins the batch before it (README, Clothing1M).
+    fold = not batch_of_one_trains(task.config.image_size)
+    for batch in task.loader.batches(positions, batch_size, fold_single_last=fold):
         bad += raise_or_count_bad(batch, task.config.skip_bad_images)
         images, labels, ok = task.transform.to_device(batch)
         yield task.transform.train(images, generator), labels.masked_fill(~ok, IGNORED_LABEL)

@@ -73,3 +73,13 @@ def test_channels_last_batches_hold_the_same_values():
     assert channels_last.is_contiguous(memory_format=torch.channels_last)
     assert not standard.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(channels_last, standard)
+
+
+def test_batch_bounds_fold_a_last_batch_of_one_only_when_asked():
+    from data.device_pipeline import batch_bounds
+
+    assert batch_bounds(9, 4) == [(0, 4), (4, 8), (8, 9)]
+    assert batch_bounds(9, 4, fold_single_last=True) == [(0, 4), (4, 9)]
+    assert batch_bounds(10, 4, fold_single_last=True) == [(0, 4), (4, 8), (8, 10)]
+    assert batch_bounds(1, 4, fold_single_last=True) == [(0, 1)]
+    assert batch_bounds(0, 4) == []

@@ -1,0 +1,202 @@
+"""Hostile input to main.py, Clothing.py and Clothing1m-data.py: every case ends with exit code 2, one
+`error: ...` line on stderr, no traceback, and nothing already on disk changed.
+(reproduce.py and plot.py have their own table in tests/sweeps/test_bad_input.py.)"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import signal
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+import main as main_module
+from tests.clothing_fixture import make_tiny_clothing1m
+from tests.formats import random_vision_arrays, write_idx, write_mnist
+
+DIGITS = ["--dataset", "digits", "--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
+          "--no_progress"]
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under `root` with a hash of its contents."""
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+            for path in sorted(root.rglob("*"))}
+
+
+def prepare_files(tmp: Path) -> None:
+    """What the hostile cases point at: a plain file, a folder, a finished run, broken MNIST folders."""
+    (tmp / "a_file").write_text("not a folder")
+    (tmp / "a_folder").mkdir()
+    finished = tmp / "finished"
+    finished.mkdir()
+    (finished / "result.json").write_text(json.dumps({"test_acc": 50.0, "config": {"lr": 0.5}}))
+    write_mnist(tmp / "dir_data", *random_vision_arrays("mnist", 20, 5, 0))
+    images = tmp / "dir_data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    images.unlink()
+    images.with_suffix("").mkdir()  # a folder where the image file should be
+    write_mnist(tmp / "empty_data", *random_vision_arrays("mnist", 20, 5, 0))
+    raw = tmp / "empty_data" / "MNIST" / "raw"
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (raw / name).unlink()
+    write_idx(raw / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8), gzip=False)
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros((0,), np.uint8), gzip=False)
+
+
+MAIN_CASES = {
+    "rate 1": (["--noise_rate", "1.0"], "--noise_rate must be in [0, 1)"),
+    "unknown dataset": (["--dataset", "svhn"], "invalid choice"),
+    "unknown flag": (["--learning_rate", "0.1"], "unrecognized arguments"),
+    "not a number": (["--lr", "fast"], "invalid float value"),
+    "negative seed": (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+    "huge seed": (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
+    "zero batch": (["--batch_size", "0"], "--batch_size must be at least 1"),
+    "negative interval": (["--checkpoint_every", "-1"], "--checkpoint_every must be >= 0"),
+    "negative threads": (["--num_threads", "-2"], "--num_threads must be >= 0"),
+    "one inner loop": (["--max_inner_loop", "1"], "--max_inner_loop 1 runs no inner round"),
+    "symmetric_all rate": (["--noise_type", "symmetric_all", "--noise_rate", "1.5"], "--noise_rate"),
+    "unknown device": (["--device", "tpu9"], "--device tpu9"),
+    "absent cuda device": (["--device", "cuda:99"], "--device cuda:99"),
+    "absent mps": (["--device", "mps"], "--device mps") if not torch.backends.mps.is_available() else
+                  (["--device", "cuda:99"], "--device cuda:99"),
+    "output dir is a file": (["--output_dir", "a_file"], "is a file, not a folder"),
+    "output dir below a file": (["--output_dir", "a_file/run"], "is a file, not a folder"),
+    "model dir is a file": (["--model_dir", "a_file"], "--model_dir"),
+    "labels export to a folder": (["--save_noisy_labels", "a_folder"], "is a folder"),
+    "resume from a folder": (["--resume", "a_folder"], "is a directory"),
+    "resume from nothing": (["--resume", "missing.pt"], "no such checkpoint"),
+    "finished with other flags": (["--output_dir", "finished", "--resume", "auto"],
+                                  "finished run made with other settings"),
+    "data file is a folder": (["--dataset", "mnist", "--data_path", "dir_data"], "is a directory"),
+    "no examples": (["--dataset", "mnist", "--data_path", "empty_data"], "train-images-idx3-ubyte"),
+    "missing data": (["--dataset", "mnist", "--data_path", "nowhere"], "pass --download"),
+    "unwritable output": (["--output_dir", "/proc/forbidden/run"], "/proc/forbidden"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MAIN_CASES))
+def test_main_py_hostile_input(tmp_path, monkeypatch, capsys, case):
+    args, message = MAIN_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    prepare_files(tmp_path)
+    before = tree_snapshot(tmp_path)
+    assert main_module.main(DIGITS + args) == 2
+    assert_one_error_line(capsys.readouterr().err, message)
+    assert tree_snapshot(tmp_path) == before
+
+
+def assert_one_error_line(stderr: str, message: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert message in lines[0] and "Traceback" not in stderr
+
+
+def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data is read (no handler installed yet): no traceback, exit 130."""
+    import utils.vision_run as vision_run
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(vision_run, "load_dataset", interrupted)
+    assert main_module.main(DIGITS) == 130
+    stderr = capsys.readouterr().err
+    assert len(stderr.strip().splitlines()) == 1 and "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import utils.run.atomic as atomic
+
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(DIGITS + ["--output_dir", "run", "--checkpoint_every", "0"]) == 0
+    before = tree_snapshot(tmp_path / "run")
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "run/.checkpoint.pt.tmp")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    (tmp_path / "run" / "result.json").unlink()  # so that --resume auto runs again and saves
+    before.pop("result.json")
+    assert main_module.main(DIGITS + ["--output_dir", "run", "--resume", "auto", "--checkpoint_every", "0"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "No space left on device")
+    assert {name: digest for name, digest in tree_snapshot(tmp_path / "run").items()
+            if name in before} == before
+
+
+@pytest.fixture(scope="module")
+def tiny_clothing(tmp_path_factory):
+    return make_tiny_clothing1m(tmp_path_factory.mktemp("clothing") / "Clothing1M")
+
+
+@pytest.fixture(scope="module")
+def clothing_index(tiny_clothing):
+    assert importlib.import_module("Clothing1m-data").main(["--data_root", str(tiny_clothing.root),
+                                                            "--drop_unlabelled", "--no_progress"]) == 0
+    return tiny_clothing.root
+
+
+def clothing_main(argv: list[str]) -> int:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    try:
+        return importlib.import_module("Clothing").main(argv)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+CLOTHING_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "too few classes": (lambda root, tmp: ["--data_root", str(root), "--num_classes", "3"], "--num_classes"),
+    "no index": (lambda root, tmp: ["--data_root", str(tmp / "a_folder")], "Clothing1m-data.npy"),
+    "unknown device": (lambda root, tmp: ["--data_root", str(root), "--device", "tpu9"], "--device tpu9"),
+    "negative seed": (lambda root, tmp: ["--data_root", str(root), "--seed", "-3"], "--seed"),
+    "output dir is a file": (lambda root, tmp: ["--data_root", str(root), "--output_dir", str(tmp / "a_file")],
+                             "is a file, not a folder"),
+    "resume from a folder": (lambda root, tmp: ["--data_root", str(root), "--resume", str(tmp / "a_folder")],
+                             "is a directory"),
+    "beta out of range": (lambda root, tmp: ["--data_root", str(root), "--beta", "1.5"], "--beta"),
+    "zero image size": (lambda root, tmp: ["--data_root", str(root), "--image_size", "0"], "--image_size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLOTHING_CASES))
+def test_clothing_py_hostile_input(clothing_index, tmp_path, monkeypatch, capsys, case):
+    make_args, message = CLOTHING_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    prepare_files(tmp_path)
+    before = tree_snapshot(tmp_path), tree_snapshot(clothing_index)
+    flags = ["--arch", "resnet18", "--image_size", "40", "--no_pretrain", "--num_workers", "0", "--no_progress"]
+    assert clothing_main(flags + make_args(clothing_index, tmp_path)) == 2
+    assert_one_error_line(capsys.readouterr().err, message)
+    assert (tree_snapshot(tmp_path), tree_snapshot(clothing_index)) == before
+
+
+INDEX_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "no annotations": (lambda root, tmp: ["--data_root", str(tmp / "a_folder")], "does not exist"),
+    "output is a folder": (lambda root, tmp: ["--data_root", str(root), "--output", str(tmp / "a_folder")],
+                           "is a folder"),
+    "list below a file": (lambda root, tmp: ["--data_root", str(root), "--missing_images_list",
+                                             str(tmp / "a_file" / "missing.txt")], "is a file, not a folder"),
+    "unlabelled keys": (lambda root, tmp: ["--data_root", str(root), "--output", str(tmp / "index.npy")],
+                        "--drop_unlabelled"),
+    "no classes": (lambda root, tmp: ["--data_root", str(root), "--num_classes", "0"], "--num_classes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_CASES))
+def test_clothing1m_data_py_hostile_input(tiny_clothing, tmp_path, monkeypatch, capsys, case):
+    make_args, message = INDEX_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    prepare_files(tmp_path)
+    before = tree_snapshot(tmp_path)
+    assert importlib.import_module("Clothing1m-data").main(make_args(tiny_clothing.root, tmp_path) +
+                                                           ["--no_progress"]) == 2
+    assert_one_error_line(capsys.readouterr().err, message)
+    assert tree_snapshot(tmp_path) == before
