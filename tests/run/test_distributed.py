@@ -28,7 +28,7 @@ from utils.clothing_task import open_task
 from utils.selection import rebuild_training_set
 from utils.run.distributed import gather_sharded, init_distributed, shard_for_training, shard_indices
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("n, world", [(0, 2), (1, 2), (7, 2), (8, 4), (10, 3), (5, 8)])
