@@ -72,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resnet_steps", type=int, default=0,
                         help="ResNet-18 steps timed per repeat (0: 3 on the CPU, 50 elsewhere)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of the steady timings")
+    parser.add_argument("--short_firsts", action="store_true",
+                        help="time only the first training step and a fresh network's step (skips the "
+                             "last-batch and evaluation compilations)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--data_path", default="/work/shared/data",
                         help="folder with MNIST/raw; random images of the same shape otherwise")
@@ -117,34 +120,49 @@ def new_network(workload: Workload, device: torch.device, channels_last: bool, m
     return model, make_sgd(model.parameters(), lr=0.01, weight_decay=1e-4)
 
 
-def timed(device: torch.device, function, *args) -> float:
+def timed(device: torch.device, function, *args) -> tuple[float, object]:
     sync(device)
     start = time.perf_counter()
-    function(*args)
+    result = function(*args)
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
 
 
-def first_calls(workload: Workload, mode: str, batches: list[Batch], last: Batch,
-                device: torch.device, channels_last: bool) -> tuple[tuple[nn.Module, torch.optim.Optimizer], dict]:
+@dataclass
+class FirstCalls:
+    """One mode's first encounters: seconds and new graphs each, and the fresh network's results."""
+
+    events: dict[str, tuple[float, int]]
+    fresh_parameters: list[torch.Tensor]  # after one step from the same initialisation in every mode
+    fresh_logits: torch.Tensor | None
+
+
+def first_calls(workload: Workload, mode: str, batches: list[Batch], last: Batch, device: torch.device,
+                channels_last: bool, short: bool) -> tuple[tuple[nn.Module, torch.optim.Optimizer], FirstCalls]:
     """Seconds and new graphs for each first encounter of a run, in a run's order."""
     events: dict[str, tuple[float, int]] = {}
 
-    def record(name: str, function, *args) -> None:
+    def record(name: str, function, *args):
         graphs = compiled_graph_count()
-        seconds = timed(device, function, *args)
+        seconds, result = timed(device, function, *args)
         events[name] = (seconds, compiled_graph_count() - graphs)
+        return result
 
     model, optimizer = new_network(workload, device, channels_last, mode, seed=0)
     images = [images for images, _ in batches[:2]]
     record("first training step", train_one_epoch, model, optimizer, batches[:1])
     record("second training step", train_one_epoch, model, optimizer, batches[1:2])
-    record(f"last batch ({len(last[1])})", train_one_epoch, model, optimizer, [last])
-    record("first evaluation", predict_logits, model, images)
+    if not short:
+        record(f"last batch ({len(last[1])})", train_one_epoch, model, optimizer, [last])
+        record("first evaluation", predict_logits, model, images)
     fresh, fresh_optimizer = new_network(workload, device, channels_last, mode, seed=1)
     record("fresh network: step", train_one_epoch, fresh, fresh_optimizer, batches[:1])
-    record("fresh network: evaluation", predict_logits, fresh, images)
-    return (model, optimizer), events
+    logits = None if short else record("fresh network: evaluation", predict_logits, fresh, images)
+    return (model, optimizer), FirstCalls(events, [p.detach().clone() for p in fresh.parameters()], logits)
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a, b))
 
 
 def measure_workload(workload: Workload, args: argparse.Namespace, device: torch.device, modes: list[str]) -> None:
@@ -158,32 +176,42 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
     batches, last, source = prepared_batches(workload, max(count, 2), args.data_path, device, channels_last)
     torch._dynamo.reset()  # each workload's compilations counted on their own
 
-    trainees, events = {}, {}
+    trainees, firsts = {}, {}
     for mode in ["off"] + modes:
-        trainees[mode], events[mode] = first_calls(workload, mode, batches, last, device, channels_last)
+        trainees[mode], firsts[mode] = first_calls(workload, mode, batches, last, device, channels_last,
+                                                   args.short_firsts)
 
     steady: dict[str, list[float]] = {mode: [] for mode in trainees}
     for repeat in range(args.repeats):
         for mode in (list(trainees) if repeat % 2 == 0 else list(reversed(trainees))):
             model, optimizer = trainees[mode]
-            steady[mode].append(timed(device, train_one_epoch, model, optimizer, batches[:count]) / count)
+            steady[mode].append(timed(device, train_one_epoch, model, optimizer, batches[:count])[0] / count)
 
     scale, unit = (num_batches, "epoch") if workload.step_unit == "epoch" else (1, "step")
-    how = "extrapolated: mean step × " + str(num_batches) if unit == "epoch" and count < num_batches else "measured"
+    timed_how = f"{count} steps per repeat, {args.repeats} repeats"
+    if unit == "epoch" and count < num_batches:
+        timed_how += f"; epoch extrapolated as mean step × {num_batches}"
     print(f"\n{workload.title}: batch {BATCH_SIZE}, {source}, {'channels-last, ' if channels_last else ''}"
-          f"{count} steps per repeat, {args.repeats} repeats; {unit} time {how if unit == 'epoch' else ''}")
+          f"{timed_how}")
     print(f"  {'mode':<18}{unit + ' (s)':>11}{'speed-up':>10}   first calls: seconds (new graphs)")
     for mode, times in steady.items():
         ratio = statistics.median(e / t for e, t in zip(steady["off"], times))
         print(f"  {mode:<18}{statistics.median(times) * scale:11.3f}{ratio:10.2f}")
-        for name, (seconds, graphs) in events[mode].items():
+        events = firsts[mode].events
+        for name, (seconds, graphs) in events.items():
             print(f"      {name:<30}{seconds:9.2f} s ({graphs})")
         if mode != "off":
-            compiling = [seconds for seconds, graphs in events[mode].values() if graphs]
-            print(f"      compile time: {events[mode]['first training step'][0] - statistics.median(times):.1f} s "
+            compiling = [seconds for seconds, graphs in events.values() if graphs]
+            fresh_graphs = sum(graphs for name, (_, graphs) in events.items() if name.startswith("fresh"))
+            print(f"      compile time: {events['first training step'][0] - statistics.median(times):.1f} s "
                   f"in the first step; {sum(compiling):.1f} s for the {len(compiling)} calls that compiled "
-                  f"(running them included); fresh network: "
-                  f"{events[mode]['fresh network: step'][1] + events[mode]['fresh network: evaluation'][1]} new graphs")
+                  f"(running them included); fresh network: {fresh_graphs} new graphs")
+            differences = f"parameters {max_difference(firsts[mode].fresh_parameters, firsts['off'].fresh_parameters):.1e}"
+            if firsts[mode].fresh_logits is not None:
+                differences += (f", evaluation logits "
+                                f"{max_difference([firsts[mode].fresh_logits], [firsts['off'].fresh_logits]):.1e}")
+            print(f"      fresh network vs eager after one step, max |difference|: {differences}")
+
 
 def main() -> None:
     args = parse_args()
