@@ -155,7 +155,9 @@ def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], amp: bool 
     outputs = []
     with torch.inference_mode(), autocast(device, amp):
         for images in batches:
-            outputs.append(model(images).float())
+            # A copy (of logits only: small) even when they are float32 already: with CUDA graphs
+            # (compile mode "reduce-overhead") the next batch's replay overwrites the output buffer.
+            outputs.append(model(images).to(torch.float32, copy=True))
     if not outputs:
         return torch.empty(0, 0, device=device)
     return torch.cat(outputs)
