@@ -16,9 +16,10 @@ For each compile mode, in the order a Me-Momentum run meets them: the first trai
 (its time minus a steady step is the compile time), the smaller last batch of an epoch, the first
 evaluation pass (eval mode, inference_mode), then a fresh network of the same class (a later
 round) trained one step and evaluated. "graphs" is how many graphs torch.compile built at each of
-these (0 for the fresh network: the compiled code is reused). Steady step times are then measured
-for eager and every mode back to back, alternating the order between repeats; "speed-up" is the
-median of per-repeat ratios eager / compiled (> 1: compiled faster). Compile times depend on
+these (0 for the fresh network: the compiled code is reused). Each mode starts from an empty
+compile cache (as in a run of its own); its steady step time is then measured back to back with
+eager's, alternating the order between repeats; "speed-up" is the median of the per-repeat ratios
+eager / compiled (> 1: compiled faster), eager's time the median over all modes' repeats. Compile times depend on
 inductor's on-disk cache (a second run of this script reads it); --fresh_cache measures a cold start.
 """
 from __future__ import annotations
@@ -174,18 +175,23 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
         count = args.resnet_steps or (3 if on_cpu else 50)
     channels_last = uses_channels_last("auto", device)  # main.py's default
     batches, last, source = prepared_batches(workload, max(count, 2), args.data_path, device, channels_last)
-    torch._dynamo.reset()  # each workload's compilations counted on their own
-
-    trainees, firsts = {}, {}
-    for mode in ["off"] + modes:
-        trainees[mode], firsts[mode] = first_calls(workload, mode, batches, last, device, channels_last,
-                                                   args.short_firsts)
-
-    steady: dict[str, list[float]] = {mode: [] for mode in trainees}
-    for repeat in range(args.repeats):
-        for mode in (list(trainees) if repeat % 2 == 0 else list(reversed(trainees))):
-            model, optimizer = trainees[mode]
-            steady[mode].append(timed(device, train_one_epoch, model, optimizer, batches[:count])[0] / count)
+    eager, eager_firsts = first_calls(workload, "off", batches, last, device, channels_last, args.short_firsts)
+    firsts = {"off": eager_firsts}
+    steady: dict[str, list[float]] = {"off": []}
+    ratios: dict[str, list[float]] = {"off": [1.0]}
+    for mode in modes:
+        # Forget earlier modes' graphs and the shapes they saw (automatic dynamic shapes are
+        # remembered per code object across modes): each mode compiles as in a run of its own.
+        torch._dynamo.reset()
+        compiled, firsts[mode] = first_calls(workload, mode, batches, last, device, channels_last,
+                                             args.short_firsts)
+        steady[mode], ratios[mode] = [], []
+        for repeat in range(args.repeats):
+            pair = {"off": eager, mode: compiled}
+            for name in (list(pair) if repeat % 2 == 0 else list(reversed(pair))):
+                model, optimizer = pair[name]
+                steady[name].append(timed(device, train_one_epoch, model, optimizer, batches[:count])[0] / count)
+            ratios[mode].append(steady["off"][-1] / steady[mode][-1])
 
     scale, unit = (num_batches, "epoch") if workload.step_unit == "epoch" else (1, "step")
     timed_how = f"{count} steps per repeat, {args.repeats} repeats"
@@ -195,7 +201,7 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
           f"{timed_how}")
     print(f"  {'mode':<18}{unit + ' (s)':>11}{'speed-up':>10}   first calls: seconds (new graphs)")
     for mode, times in steady.items():
-        ratio = statistics.median(e / t for e, t in zip(steady["off"], times))
+        ratio = statistics.median(ratios[mode])
         print(f"  {mode:<18}{statistics.median(times) * scale:11.3f}{ratio:10.2f}")
         events = firsts[mode].events
         for name, (seconds, graphs) in events.items():
@@ -223,9 +229,6 @@ def main() -> None:
     unknown = [mode for mode in modes if mode not in COMPILE_MODES[1:]]
     if unknown:
         raise SystemExit(f"unknown compile modes {unknown}; choose from {COMPILE_MODES[1:]}")
-    # Every network compiled with nn.Module.compile shares one dynamo cache entry list (the
-    # wrapped Module._call_impl), 8 entries by default; a run needs 3, this benchmark 3 per mode.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(modes) + 4)
     device = select_device(args.device)
     print(f"torch {torch.__version__}, device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
