@@ -57,3 +57,20 @@ def test_compiled_lenet_trains_like_eager_and_fresh_networks_reuse_the_code():
     train_one_epoch(fresh, make_sgd(fresh.parameters(), lr=0.1, weight_decay=1e-3), batches(3, 1))
     predict_logits(fresh, images)
     assert compiled_graph_count() == graphs
+
+
+class ReusedOutput(torch.nn.Module):
+    """Returns the same output tensor at every call, as CUDA graphs ("reduce-overhead") do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.register_buffer("output", torch.zeros(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.output.copy_(images * self.scale)
+
+
+def test_predict_logits_keeps_each_batch_when_the_network_reuses_its_output():
+    logits = predict_logits(ReusedOutput(), [torch.full((2, 3), 1.0), torch.full((2, 3), 2.0)])
+    assert logits[:2].eq(1.0).all() and logits[2:].eq(2.0).all()
