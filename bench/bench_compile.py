@@ -21,6 +21,9 @@ compile cache (as in a run of its own); its steady step time is then measured ba
 eager's, alternating the order between repeats; "speed-up" is the median of the per-repeat ratios
 eager / compiled (> 1: compiled faster), eager's time the median over all modes' repeats. Compile times depend on
 inductor's on-disk cache (a second run of this script reads it); --fresh_cache measures a cold start.
+The same cache holds dynamo's record that the batch size varies (automatic_dynamic_local_pgo): once
+a process has met the smaller last batch, later processes, and later modes of this one, compile the
+first step for any batch size, so the last batch costs no graph of its own (2 graphs instead of 3).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA checks in one prepared script, for a machine with a GPU (about 7 minutes):
+# The CUDA checks in one prepared script, for a machine with a GPU (about 7 minutes; step 5 took
+# 2-3 minutes on an H200, compilation included):
 #   bash bench/device_check.sh            # logs go to $OUT if set, else ./device_check_out
 # 1. the unit tests of the engine, pipeline and loop, with CUDA visible;
 # 2. main.py end to end on CUDA (generated CIFAR-10 files, --amp --channels_last), interrupted
