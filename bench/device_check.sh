@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The CUDA checks in one prepared script, for a machine with a GPU (about 5 minutes):
+# The CUDA checks in one prepared script, for a machine with a GPU (about 7 minutes; step 5 took
+# 2-3 minutes on an H200, compilation included):
 #   bash bench/device_check.sh            # logs go to $OUT if set, else ./device_check_out
 # 1. the unit tests of the engine, pipeline and loop, with CUDA visible;
 # 2. main.py end to end on CUDA (generated CIFAR-10 files, --amp --channels_last), interrupted
 #    with SIGTERM and resumed;
 # 3. the pipeline benchmark on CUDA (full epochs);
-# 4. Clothing.py on a tiny generated Clothing1M on CUDA.
+# 4. Clothing.py on a tiny generated Clothing1M on CUDA;
+# 5. compiled networks against eager (bench/bench_compile.py), with and without CUDA graphs
+#    ("reduce-overhead"): LeNet epochs with every first call, ResNet-18 steps with the first step only
+#    (each capped by `timeout`, compilation included).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device_check_out}
@@ -57,6 +61,13 @@ $py Clothing.py --data_root "$scratch/c1m" --arch resnet18 --image_size 32 --no_
     --max_inner_loop 2 --max_outer_loop 1 --skip_bad_images --device cuda --amp --no_progress \
     --output_dir "$scratch/clothing" --model_dir "$scratch/model" >> "$out/clothing_cuda.log" 2>&1 || status=1
 tail -1 "$out/clothing_cuda.log" | tee -a "$out/summary.txt"
+
+step "compiled networks on CUDA (default, reduce-overhead)" | tee -a "$out/summary.txt"
+timeout 150 $py bench/bench_compile.py --device cuda --parts a --modes default,reduce-overhead \
+    > "$out/bench_compile_cuda.txt" 2>&1 || status=1
+timeout 150 $py bench/bench_compile.py --device cuda --parts b --modes default,reduce-overhead \
+    --short_firsts >> "$out/bench_compile_cuda.txt" 2>&1 || status=1
+grep -E "^  [a-z]|compile time|difference" "$out/bench_compile_cuda.txt" | tee -a "$out/summary.txt"
 
 rm -rf "$scratch"
 echo "device check finished with status $status" | tee -a "$out/summary.txt"
