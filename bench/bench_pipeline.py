@@ -70,6 +70,7 @@ from utils.run.config import config_to_dict  # noqa: E402
 from utils.engine import make_sgd, select_device, train_one_epoch, uses_channels_last  # noqa: E402
 from utils.vision_task import VisionTask, load_dataset  # noqa: E402
 from utils.memomentum import MeMomentumRun  # noqa: E402
+from utils.run.lifecycle import Checkpointer  # noqa: E402
 from utils.run.files import RunFiles  # noqa: E402
 from utils.train_config import TrainConfig  # noqa: E402
 
@@ -428,11 +429,22 @@ class TimedExperiment(VisionTask):
         self.clock.start("step")
 
 
-class TimedRun(MeMomentumRun):
-    """MeMomentumRun whose checkpoint and weight files are charged to the clock."""
+class TimedCheckpointer(Checkpointer):
+    """The run's Checkpointer (--checkpoint_every as configured), its work charged to the clock."""
 
-    def save_checkpoint(self) -> None:
-        self.exp.clock.timed("checkpoint + weight files", super().save_checkpoint)
+    def __init__(self, clock: "LoopClock", *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.timing = clock
+
+    def save_soon(self, state, on_write=None) -> bool:
+        return self.timing.timed("checkpoint + weight files", super().save_soon, state, on_write)
+
+    def write_now(self, state) -> None:
+        self.timing.timed("checkpoint + weight files", super().write_now, state)
+
+
+class TimedRun(MeMomentumRun):
+    """MeMomentumRun whose weight files are charged to the clock."""
 
     def _write_weights(self, which: str, weights: dict[str, torch.Tensor]) -> None:
         self.exp.clock.timed("checkpoint + weight files", super()._write_weights, which, weights)
@@ -462,7 +474,8 @@ def run_loop(args: argparse.Namespace, device: torch.device) -> None:
         files.create()
         files.write_config(config_to_dict(config))
         experiment = TimedExperiment(clock, config, dataset, device)
-        run = TimedRun(experiment, files, log=lambda line: None)
+        checkpointer = TimedCheckpointer(clock, files.checkpoint, config.checkpoint_every)
+        run = TimedRun(experiment, files, checkpointer, log=lambda line: None)
         files.truncate_metrics(0)
         loop_start = time.perf_counter()
         state = run.run()

@@ -30,7 +30,7 @@ $py -m pytest -q tests/test_engine.py tests/data/test_device_pipeline.py tests/t
 step "main.py on CUDA, SIGTERM, resume" | tee -a "$out/summary.txt"
 $py - "$scratch/files" <<'PY'
 import sys
-from data.formats import random_vision_arrays, write_cifar
+from tests.formats import random_vision_arrays, write_cifar
 write_cifar(sys.argv[1], "cifar10", *random_vision_arrays("cifar10", 20000, 2000, 0))
 PY
 args=(--dataset cifar10 --data_path "$scratch/files" --device cuda --amp --channels_last

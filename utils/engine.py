@@ -184,10 +184,3 @@ def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], amp: bool 
 def images_only(batches: Iterable[tuple]) -> Iterator[torch.Tensor]:
     for batch in batches:
         yield batch[0]
-
-
-def compile_network(model: nn.Module, mode: str) -> nn.Module:
-    """torch.compile the network in place (its state_dict keys stay the same); "off" leaves it eager."""
-    if mode != "off":
-        model.compile(mode=None if mode == "default" else mode)
-    return model

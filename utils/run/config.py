@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence, TypeVar
 
-from utils.engine import MEMORY_FORMATS, SGD_KERNELS
+from utils.engine import COMPILE_MODES, MEMORY_FORMATS, SGD_KERNELS
 from utils.errors import UserError
 
 ConfigT = TypeVar("ConfigT")
@@ -79,7 +79,6 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SEED_LIMIT = 2**32  # numpy's RandomState and the official noise code accept 0 <= seed < 2**32
 
 
