@@ -308,10 +308,12 @@ def test_resume_auto_on_a_finished_run_exits_at_once(finished_run, tiny, capsys)
     assert "finished run made with other settings" in capsys.readouterr().err
 
 
-def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path):
+@pytest.mark.parametrize("interval", ["0", "60"])  # after every epoch; or only when the stop comes
+def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path, interval):
     _, reference_dir, _ = finished_run
     run_dir = tmp_path / "run"
-    config = parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir, "--resume", "auto"), "x")
+    config = parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir, "--resume", "auto",
+                                                         "--checkpoint_every", interval), "x")
     context = init_distributed("cpu")
 
     def epochs_logged() -> int:
