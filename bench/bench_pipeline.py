@@ -7,7 +7,7 @@ Three parts, each printed as a table:
 
 (a, b) Training epochs. LeNet on MNIST-sized data (54,000 images, no augmentation) and ResNet-18
    on CIFAR-sized data (45,000 images, random crop pad 4 + flip), batch 128. "ours" is what
-   utils/experiment.py does (uint8 images on the device, DevicePipeline, train_one_epoch, our
+   utils/vision_task.py does (uint8 images on the device, DevicePipeline, train_one_epoch, our
    network and make_sgd). "baseline" is what the official code does: a Dataset applying
    torchvision transforms to one PIL image at a time, a DataLoader with its 8 workers,
    `.to(device)` per batch, and its training epoch (top-1/top-5 accuracy and the loss read back
@@ -176,7 +176,7 @@ class Trainee:
 
 
 def trainees(preset: DatasetPreset, device: torch.device, channels_last: bool) -> tuple[Trainee, Trainee]:
-    """Ours (as utils/experiment.py builds it) and the official network and SGD, from the same weights."""
+    """Ours (as utils/vision_task.py builds it) and the official network and SGD, from the same weights."""
     torch.manual_seed(0)
     ours = build_model(preset.network, preset.num_classes).to(device)
     official = OfficialLeNet(preset.num_classes) if preset.network == "lenet" else build_model(
@@ -436,8 +436,8 @@ class TimedCheckpointer(Checkpointer):
         super().__init__(*args, **kwargs)
         self.timing = clock
 
-    def save_soon(self, state, on_write=None) -> bool:
-        return self.timing.timed("checkpoint + weight files", super().save_soon, state, on_write)
+    def save_soon(self, state, live=(), on_write=None) -> bool:
+        return self.timing.timed("checkpoint + weight files", super().save_soon, state, live, on_write)
 
     def write_now(self, state) -> None:
         self.timing.timed("checkpoint + weight files", super().write_now, state)

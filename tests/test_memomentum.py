@@ -181,7 +181,7 @@ def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, mon
 
 
 @pytest.mark.parametrize("setting, expected", [("auto", True), ("off", False)])
-def test_experiment_applies_the_kernel_options(setting, expected):
+def test_vision_task_applies_the_kernel_options(setting, expected):
     config = parse_config(TrainConfig, TINY_DIGITS + ["--channels_last", setting], "")
     experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
     model = experiment.new_model()

@@ -85,6 +85,7 @@ class LoopState:
 
     def to_dict(self) -> dict[str, Any]:
         values = dict(vars(self))
+        values["epoch_files"], values["best_files"] = list(self.epoch_files), list(self.best_files)
         values["train_positions"] = torch.from_numpy(np.asarray(self.train_positions, dtype=np.int64))
         values["best_scores"] = [float(x) for x in self.best_scores]
         values["rounds"] = json.dumps(self.rounds)  # plain text: loadable with weights_only=True
@@ -326,7 +327,8 @@ def save_state(task: ClothingTask, state: LoopState, trainer: Trainer, checkpoin
         for name in doomed:
             Path(name).unlink(missing_ok=True)
 
-    checkpointer.save_soon(checkpoint_state(task, state, trainer), on_write=delete_doomed)
+    checkpointer.save_soon(checkpoint_state(task, state, trainer), live=("model", "optimizer", "scheduler"),
+                           on_write=delete_doomed)
 
 
 def unneeded_weight_files(state: LoopState) -> list[str]:

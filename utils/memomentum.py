@@ -33,6 +33,7 @@ LR_MILESTONES = (40, 80)        # MultiStepLR of the inner rounds, gamma 0.1 (ME
 MARGIN_STEP = 0.1               # early-stopping margin grows by 0.1 per epoch without improvement
 MARGIN_LIMIT = 2                # ... and the warm-up stops once it exceeds 2 (20 epochs)
 CHECKPOINT_FORMAT = 2
+LIVE_STATE = ("model", "optimizer", "scheduler")  # checkpoint entries that training changes in place
 
 
 def early_stopping_step(val_acc: float, inner_best: float, margin: float) -> tuple[float, float, bool]:
@@ -82,6 +83,7 @@ class MeMomentumRun:
         self.checkpointer = checkpointer or Checkpointer(files.checkpoint, task.config.checkpoint_every)
         self.log = log
         self.scalar_log = scalar_log
+        self.config_dict = config_to_dict(task.config)
         self.state = LoopState()
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -250,7 +252,7 @@ class MeMomentumRun:
         self.log(f"{record['phase']:<6} outer {record['outer']} round {record['inner']} epoch "
                  f"{record['epoch']:>3}: loss {record['train_loss']:.4f} train {record['train_acc']:.2f} "
                  f"val {record['val_acc']:.2f}{test} lr {record['lr']:g} ({record['seconds']:.1f}s)")
-        self.checkpointer.save_soon(self.checkpoint_state())
+        self.checkpointer.save_soon(self.checkpoint_state(), live=LIVE_STATE)
         if self.exp.should_stop is not None and self.exp.should_stop():
             raise StopRequested
 
@@ -277,7 +279,7 @@ class MeMomentumRun:
     def checkpoint_state(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
-            "config": config_to_dict(self.config),
+            "config": self.config_dict,
             "loop": dataclasses.asdict(self.state),
             "model": self.model.state_dict() if self.model is not None else None,
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,

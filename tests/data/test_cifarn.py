@@ -151,3 +151,15 @@ def test_real_cifarn_files(dataset: str) -> None:
         labels = load_human_labels(REAL_CIFARN, dataset, noise_type, clean)
         assert labels.shape == (50000,) and labels.dtype == np.int64
         assert round(100 * float(np.mean(labels != clean)), 2) == rate
+
+
+def test_a_cifarn_run_prints_no_noise_rate_it_does_not_have(tmp_path: Path, capsys, monkeypatch) -> None:
+    import main as main_module
+
+    clean = cifar_labels(tmp_path, "cifar10")
+    human_file(tmp_path / "cifarn", "cifar10", clean)
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(["--dataset", "cifar10", "--data_path", "data", "--noise_type", "worst",
+                             "--cifarn_path", "cifarn", "--noise_only"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if "realised rate" in row)
+    assert "worst noise: realised rate" in line and "0.2" not in line.split("noise")[1].split(":")[0]

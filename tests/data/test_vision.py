@@ -1,4 +1,4 @@
-"""Tests for data/vision.py (readers) and data/formats.py (writers): round trips, malformed files, real MNIST."""
+"""Tests for data/vision.py (readers) and tests/formats.py (writers): round trips, malformed files, real MNIST."""
 
 from __future__ import annotations
 

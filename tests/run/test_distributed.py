@@ -1,4 +1,4 @@
-"""Tests of utils/distributed.py: the sharding rules, and a real 2-process torchrun on CPU (gloo).
+"""Tests of utils/run/distributed.py: the sharding rules, and a real 2-process torchrun on CPU (gloo).
 
 The torchrun worker script checks, inside the two processes, that every example is predicted
 exactly once and gathered back in order; it writes the rebuilt training set for given per-class

@@ -32,7 +32,7 @@ def test_checkpointer_writes_at_most_every_interval_and_keeps_the_rest_in_memory
     for epoch in range(1, 6):  # epochs end at t = 4, 8, 12, 16, 20
         clock.now += 4
         weights += 1
-        checkpointer.save_soon({"epoch": epoch, "weights": weights})
+        checkpointer.save_soon({"epoch": epoch, "weights": weights}, live=("weights",))
     # written at t = 12 (epoch 3); epochs 4 and 5 end less than 10 s later: kept in memory
     assert checkpointer.writes == 1
     saved = load_checkpoint(tmp_path / "checkpoint.pt")

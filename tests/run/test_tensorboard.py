@@ -1,4 +1,4 @@
-"""Tests for utils/tensorboard_log.py: scalars land in an event file; disabled logging touches nothing."""
+"""Tests for utils/run/tensorboard.py: the scalars of epoch and round records land in an event file."""
 from __future__ import annotations
 
 import sys

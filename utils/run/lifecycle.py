@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -69,9 +69,10 @@ def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None
 class Checkpointer:
     """Writes the whole resumable state at a bounded cost (--checkpoint_every seconds; 0: every epoch).
 
-    `save_soon(state)` at the end of every epoch (or round) writes `state` when the interval has
-    passed and otherwise keeps a CPU copy of it, which `flush()` writes at the end of the run or
-    when a stop is requested. A resumed run repeats the epochs after the last written checkpoint,
+    `save_soon(state, live)` at the end of every epoch (or round) writes `state` when the interval
+    has passed and otherwise keeps it in memory, with a CPU copy of its `live` entries (those that
+    training goes on changing in place: model and optimizer), which `flush()` writes at the end of
+    the run or when a stop is requested. A resumed run repeats the epochs after the last written checkpoint,
     which is exact because everything they draw is in that checkpoint.
     """
 
@@ -85,7 +86,8 @@ class Checkpointer:
         self.pending: dict[str, Any] | None = None
         self.writes = 0
 
-    def save_soon(self, state: dict[str, Any], on_write: Callable[[], None] | None = None) -> bool:
+    def save_soon(self, state: dict[str, Any], live: Iterable[str] = (),
+                  on_write: Callable[[], None] | None = None) -> bool:
         """Write `state` now if the interval has passed (then call `on_write`); returns whether it wrote."""
         if not self.enabled:
             return False
@@ -94,7 +96,8 @@ class Checkpointer:
             if on_write is not None:
                 on_write()
             return True
-        self.pending = cpu_copy(state)
+        live = set(live)
+        self.pending = {key: cpu_copy(value) if key in live else value for key, value in state.items()}
         return False
 
     def write_now(self, state: dict[str, Any]) -> None:
