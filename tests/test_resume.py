@@ -1,6 +1,7 @@
 """Interrupted runs resume exactly (issue: resumable runs): kills at several points, SIGTERM,
 corrupt checkpoints, NaN losses, config mismatches, a full disk while saving."""
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -227,3 +228,26 @@ def test_full_disk_while_saving_keeps_previous_file(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_runs_of_the_earlier_code_are_recognised(tmp_path, monkeypatch, capsys):
+    """A finished run whose config predates today's flags is finished (a missing flag means its
+    default); an unfinished one whose checkpoint has another layout is refused in one line."""
+    monkeypatch.chdir(tmp_path)
+    args = TINY_DIGITS + ["--output_dir", "run", "--max_outer_loop", "1", "--checkpoint_every", "0"]
+    assert main_module.main(args) == 0
+    result_file = tmp_path / "run" / "result.json"
+    result = json.loads(result_file.read_text())
+    for newer in ("compile", "checkpoint_every", "save_rounds"):
+        del result["config"][newer]
+    result_file.write_text(json.dumps(result))
+    capsys.readouterr()
+    assert main_module.main(args + ["--resume", "auto"]) == 0
+    assert "has finished" in capsys.readouterr().out
+    result_file.unlink()
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    del checkpoint["format"]  # as the code before the run lifecycle wrote them
+    torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
+    assert main_module.main(args + ["--resume", "auto"]) == 2
+    error = capsys.readouterr().err
+    assert "layout 1" in error and len(error.strip().splitlines()) == 1

@@ -37,7 +37,7 @@ from utils.clothing_task import (ClassWeightedLoss, ClothingTask, Trainer, class
                                  stop_if_requested, test, train_epoch, validate)
 from utils.errors import CheckpointError, UserError
 from utils.run.atomic import atomic_torch_save
-from utils.run.checkpoint import capture_rng_states, restore_rng_states
+from utils.run.checkpoint import capture_rng_states, require_format, restore_rng_states
 from utils.run.config import config_to_dict
 from utils.run.distributed import DistContext, all_reduce_sum, barrier
 from utils.run.files import RunFiles
@@ -48,6 +48,7 @@ from utils.selection import (checkpoint_for_each_class, examples_by_checkpoint, 
                              update_best_checkpoints)
 
 TITLE = "Clothing1M Me-Momentum"
+CHECKPOINT_FORMAT = 2  # 1: before the shared run lifecycle (no "format" key)
 
 
 @dataclass
@@ -302,6 +303,7 @@ def save_epoch_weights(task: ClothingTask, state: LoopState, trainer: Trainer, v
 def checkpoint_state(task: ClothingTask, state: LoopState, trainer: Trainer | None) -> dict[str, Any]:
     mid_round = trainer is not None and not state.starts_outer_round
     return {
+        "format": CHECKPOINT_FORMAT,
         "config": config_to_dict(task.config),
         "world_size": task.context.world_size,
         "state": state.to_dict(),
@@ -344,6 +346,7 @@ def restore_state(task: ClothingTask, start: RunStart) -> tuple[LoopState, dict[
     saved, path = start.checkpoint, start.checkpoint_path
     if "state" not in saved:
         raise CheckpointError(f"{path} is not a Clothing.py checkpoint")
+    require_format(saved, path, CHECKPOINT_FORMAT)
     if saved["world_size"] != task.context.world_size:
         task.log(f"WARNING: the checkpoint was written by {saved['world_size']} process(es), this run has "
                  f"{task.context.world_size}: batches and augmentation will differ from an uninterrupted run")

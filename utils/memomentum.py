@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from utils.engine import StopRequested
 from utils.run.atomic import atomic_torch_save
-from utils.run.checkpoint import capture_rng_states, restore_rng_states
+from utils.run.checkpoint import capture_rng_states, require_format, restore_rng_states
 from utils.run.config import config_to_dict
 from utils.run.files import RunFiles
 from utils.run.lifecycle import Checkpointer
@@ -294,6 +294,7 @@ class MeMomentumRun:
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Continue from `checkpoint` exactly: objects are rebuilt first, RNG states restored last."""
+        require_format(checkpoint, self.files.checkpoint, CHECKPOINT_FORMAT)
         self.state = LoopState(**checkpoint["loop"])
         self.latest_weights = checkpoint["latest_weights"]
         self.best_weights = checkpoint["best_weights"]

@@ -55,25 +55,44 @@ def resume_path(resume: str, default_checkpoint: Path) -> Path | None:
     return path
 
 
-def config_differences(saved: Any, current: dict[str, Any], neutral_fields: Iterable[str]) -> list[str]:
-    """The flags, other than `neutral_fields`, whose saved value differs from the current one."""
+def config_differences(saved: Any, current: dict[str, Any], neutral_fields: Iterable[str],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """The flags, other than `neutral_fields`, whose saved value differs from the current one.
+
+    A flag the saved configuration does not have (it was added later) counts as its default, which
+    is what the code that wrote it did.
+    """
     saved = saved if isinstance(saved, dict) else {}
+    defaults = defaults or {}
     neutral = set(neutral_fields)
-    return [f"--{name} (saved {saved.get(name)!r}, given {value!r})"
-            for name, value in current.items() if name not in neutral and saved.get(name) != value]
+    differences = []
+    for name, value in current.items():
+        before = saved.get(name, defaults.get(name))
+        if name not in neutral and before != value:
+            differences.append(f"--{name} (saved {before!r}, given {value!r})")
+    return differences
 
 
-def load_compatible_checkpoint(path: Path, current: dict[str, Any],
-                               neutral_fields: Iterable[str]) -> dict[str, Any]:
+def load_compatible_checkpoint(path: Path, current: dict[str, Any], neutral_fields: Iterable[str],
+                               defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load `path`, refusing when its config differs from `current` in a field that changes results."""
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint.get("config"), dict):
         raise CheckpointError(f"checkpoint {path} has no configuration; it was not written by this project")
-    differences = config_differences(checkpoint["config"], current, neutral_fields)
+    differences = config_differences(checkpoint["config"], current, neutral_fields, defaults)
     if differences:
         raise CheckpointError(f"cannot resume from {path}: it was made with other settings: "
                               f"{'; '.join(differences)}. Use the same flags, or another --output_dir")
     return checkpoint
+
+
+def require_format(checkpoint: dict[str, Any], path: Path | None, expected: int) -> None:
+    """A checkpoint of another layout (an older version of this code) is refused in one line."""
+    found = checkpoint.get("format", 1)
+    if found != expected:
+        raise CheckpointError(f"checkpoint {path} has layout {found}, this code reads layout {expected} (it "
+                              f"was written by another version); finish that run with the version that "
+                              f"started it, or start it again in another --output_dir")
 
 
 def capture_rng_states(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:

@@ -60,6 +60,11 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def config_defaults(config: Any) -> dict[str, Any]:
+    """Every flag's default value (what a configuration saved before the flag existed meant)."""
+    return {spec.name: spec.default for spec in dataclasses.fields(config)}
+
+
 def format_config(config: Any) -> str:
     rows = config_to_dict(config)
     width = max(len(name) for name in rows)

@@ -23,7 +23,7 @@ import torch
 from utils.errors import (EXIT_INTERRUPTED, EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USER_ERROR, UserError,
                           report)
 from utils.run.checkpoint import config_differences, load_compatible_checkpoint, resume_path, save_checkpoint
-from utils.run.config import RunConfig, config_to_dict
+from utils.run.config import RunConfig, config_defaults, config_to_dict
 from utils.run.files import RunFiles, append_results_log, check_folder
 from utils.run.preemption import NonFiniteLoss, Preempted
 
@@ -44,7 +44,8 @@ def start_run(config: RunConfig, files: RunFiles) -> RunStart:
     check_folder("logs", "the official log folder")
     if config.resume == "auto" and files.result.exists():
         saved = files.read_result().get("config")
-        differences = config_differences(saved, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS)
+        differences = config_differences(saved, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
+                                         config_defaults(config))
         if differences:
             raise UserError(f"{files.run_dir} holds a finished run made with other settings ("
                             f"{'; '.join(differences)}); choose another --output_dir for these settings")
@@ -55,7 +56,9 @@ def start_run(config: RunConfig, files: RunFiles) -> RunStart:
     path = resume_path(config.resume, files.checkpoint)
     if path is None:
         return RunStart()
-    return RunStart(load_compatible_checkpoint(path, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS), path)
+    checkpoint = load_compatible_checkpoint(path, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
+                                            config_defaults(config))
+    return RunStart(checkpoint, path)
 
 
 def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None:
