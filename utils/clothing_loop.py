@@ -300,7 +300,8 @@ def save_epoch_weights(task: ClothingTask, state: LoopState, trainer: Trainer, v
 # Checkpoints, resuming, the result
 # ---------------------------------------------------------------------------------------------
 
-def checkpoint_state(task: ClothingTask, state: LoopState, trainer: Trainer | None) -> dict[str, Any]:
+def checkpoint_state(task: ClothingTask, state: LoopState, trainer: Trainer | None,
+                     rng_states: dict[str, Any]) -> dict[str, Any]:
     mid_round = trainer is not None and not state.starts_outer_round
     return {
         "format": CHECKPOINT_FORMAT,
@@ -310,7 +311,7 @@ def checkpoint_state(task: ClothingTask, state: LoopState, trainer: Trainer | No
         "model": trainer.module.state_dict() if mid_round else None,
         "optimizer": trainer.optimizer.state_dict() if mid_round else None,
         "scheduler": trainer.scheduler.state_dict() if mid_round else None,
-        "rng": capture_rng_states(),
+        "rng": rng_states,
         "metrics_size": task.files.metrics_size(),
     }
 
@@ -320,6 +321,7 @@ def save_state(task: ClothingTask, state: LoopState, trainer: Trainer, checkpoin
     """The checkpoint (rank 0, atomic, at most every --checkpoint_every seconds); once it is written,
     the weight files that no class of it needs any more are deleted."""
     state.wall_time_s = time.time() - clock_start
+    rng_states = all_rng_states(task)  # collective: every rank takes part
     if not task.context.is_main:
         return
     doomed = [] if task.config.keep_all_checkpoints else unneeded_weight_files(state)
@@ -329,8 +331,15 @@ def save_state(task: ClothingTask, state: LoopState, trainer: Trainer, checkpoin
         for name in doomed:
             Path(name).unlink(missing_ok=True)
 
-    checkpointer.save_soon(checkpoint_state(task, state, trainer), live=("model", "optimizer", "scheduler"),
+    checkpointer.save_soon(checkpoint_state(task, state, trainer, rng_states), live=("model", "optimizer", "scheduler"),
                            on_write=delete_doomed)
+
+
+def all_rng_states(task: ClothingTask) -> dict[str, Any]:
+    """torch's global generators (the new last layer of each outer round) and the task's, of every rank."""
+    states = capture_rng_states()
+    states.update({f"generator:{name}": value for name, value in task.generator_states().items()})
+    return states
 
 
 def unneeded_weight_files(state: LoopState) -> list[str]:
@@ -355,6 +364,9 @@ def restore_state(task: ClothingTask, start: RunStart) -> tuple[LoopState, dict[
     if missing:
         raise CheckpointError(f"{path} needs weight files that are gone: {', '.join(missing[:3])}")
     restore_rng_states(saved["rng"])
+    if not task.restore_generators({key.removeprefix("generator:"): value for key, value in saved["rng"].items()
+                                    if key.startswith("generator:")}):
+        task.log(f"WARNING: the checkpoint has no augmentation stream for rank {task.context.rank}; it starts afresh")
     task.log(f"resuming from {path}: outer {state.outer} inner {state.inner} epoch {state.epoch}")
     return state, saved
 
@@ -371,8 +383,9 @@ def finish(task: ClothingTask, state: LoopState, trainer: Trainer | None, checkp
         state.test_acc_last = test(task, trainer.module).exact if trainer is not None else None
         state.finished = True
     state.wall_time_s = time.time() - clock_start
+    rng_states = all_rng_states(task)
     if task.context.is_main:
-        checkpointer.write_now(checkpoint_state(task, state, None))
+        checkpointer.write_now(checkpoint_state(task, state, None, rng_states))
     bad = all_reduce_sum(torch.tensor([task.bad_in_prediction], device=task.device))
     result = {
         "method": "memomentum", "dataset": "clothing1m", "noise_type": "real", "noise_rate": None,

@@ -7,7 +7,7 @@ sharded so that every image is predicted exactly once and gathered back in order
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -26,9 +26,9 @@ from utils.engine import (StopRequested, compile_network, make_sgd, predict_logi
                           uses_channels_last)
 from utils.metrics import accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
 from utils.run.checkpoint import load_checkpoint
-from utils.run.distributed import (DistContext, all_reduce_sum, any_rank, broadcast_buffers, gather_sharded,
-                                   main_process_first, shard_for_training, shard_indices, unwrap_model,
-                                   wrap_model)
+from utils.run.distributed import (DistContext, all_reduce_sum, any_rank, broadcast_buffers, gather_objects,
+                                   gather_sharded, main_process_first, shard_for_training, shard_indices,
+                                   unwrap_model, wrap_model)
 from utils.run.files import RunFiles
 from utils.run.preemption import Preempted
 from utils.run.progress import progress_enabled, with_progress
@@ -40,12 +40,9 @@ GAMMA = 0.1
 STOP_POLL_EVERY = 8     # batches between collective checks for a stop request
 
 
-SHUFFLE, AUGMENT = 1, 2
-
-
-def epoch_seed(seed: int, purpose: int, outer: int, epoch_in_outer: int, rank: int = 0) -> int:
-    """A seed for one epoch's randomness: an epoch replays identically after --resume (no state to save)."""
-    sequence = np.random.SeedSequence([seed, purpose, outer, epoch_in_outer, rank])
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one process's augmentation generator: its own stream for every rank."""
+    sequence = np.random.SeedSequence([seed, rank])
     return int(sequence.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -76,6 +73,11 @@ class ClothingTask:
     val_counts: np.ndarray
     should_stop: Callable[[], bool]
     show_progress: bool
+    # Every draw of training comes from these two generators, whose states go into every checkpoint
+    # (as main.py's pipeline generator does): the order of each epoch, the same on every rank, and
+    # this rank's crops and flips.
+    shuffle_generator: torch.Generator = field(default_factory=torch.Generator)
+    augment_generator: torch.Generator = field(default_factory=torch.Generator)
     bad_in_prediction: int = 0  # unreadable images met by this rank in prediction passes
 
     @property
@@ -85,6 +87,21 @@ class ClothingTask:
     def log(self, message: str) -> None:
         if self.context.is_main:
             print(message, flush=True)
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        """The generators' states of every rank (collective under torchrun), for the checkpoint."""
+        states = {"shuffle": self.shuffle_generator.get_state()}
+        for rank, state in enumerate(gather_objects(self.augment_generator.get_state())):
+            states[f"augment:{rank}"] = state
+        return states
+
+    def restore_generators(self, states: dict[str, torch.Tensor]) -> bool:
+        """Continue this rank's streams; False when the checkpoint has none for it (other world size)."""
+        self.shuffle_generator.set_state(states["shuffle"])
+        mine = states.get(f"augment:{self.context.rank}")
+        if mine is not None:
+            self.augment_generator.set_state(mine)
+        return mine is not None
 
     def stop_requested(self) -> bool:
         """The same answer on every rank (collective when distributed)."""
@@ -161,20 +178,16 @@ def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss
                 outer: int, inner: int, epoch: int) -> tuple[float, float, int]:
     """One epoch of SGD over this rank's shard of a fresh permutation of S (positions in the noisy list).
 
-    Returns (loss, accuracy, unreadable images) over all ranks. Shuffling and augmentation are
-    drawn from seeds of (seed, outer round, epoch of the outer round, rank): an epoch replays
-    identically after --resume, with no generator state to save.
+    Returns (loss, accuracy, unreadable images) over all ranks. Shuffling and augmentation are drawn
+    from the task's generators, whose states every checkpoint holds, so a resumed epoch replays exactly.
     """
     config, context = task.config, task.context
-    epoch_in_outer = inner * config.n_epoch + epoch
-    shuffle = torch.Generator().manual_seed(epoch_seed(config.seed, SHUFFLE, outer, epoch_in_outer))
-    augment = torch.Generator().manual_seed(epoch_seed(config.seed, AUGMENT, outer, epoch_in_outer, context.rank))
-    order = train_positions[torch.randperm(len(train_positions), generator=shuffle).numpy()]
+    order = train_positions[torch.randperm(len(train_positions), generator=task.shuffle_generator).numpy()]
     mine = task.splits.train[shard_for_training(order, context.rank, context.world_size)]
     per_rank_batch = max(1, config.batch_size // context.world_size)
     bad = torch.zeros((), dtype=torch.int64)
     where = f"outer {outer} inner {inner} epoch {epoch + 1}"
-    batches = with_progress(training_batches(task, mine, per_rank_batch, augment, bad),
+    batches = with_progress(training_batches(task, mine, per_rank_batch, task.augment_generator, bad),
                             -(-len(mine) // per_rank_batch), where, task.show_progress)
     try:
         stats = train_one_epoch(trainer.model, trainer.optimizer, batches, loss_fn, amp=config.amp,
@@ -276,7 +289,9 @@ def open_task(config: ClothingConfig, context: DistContext, should_stop: Callabl
                       DeviceBatchTransform(context.device, config.image_size,
                                            uses_channels_last(config.channels_last, context.device)),
                       imagenet_state, class_counts(splits.labels[splits.val], config.num_classes),
-                      should_stop, context.is_main and progress_enabled(config.no_progress))
+                      should_stop, context.is_main and progress_enabled(config.no_progress),
+                      torch.Generator().manual_seed(config.seed),
+                      torch.Generator().manual_seed(rank_seed(config.seed, context.rank)))
     task.log(f"Clothing1M: {len(splits.train)} noisy training, {len(splits.val)} clean validation, "
                 f"{len(splits.test)} clean test images; {context.world_size} process(es) on "
                 f"{describe_device(context.device)}; {workers} decoding worker(s) per process")

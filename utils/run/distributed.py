@@ -109,6 +109,15 @@ def main_process_first() -> Iterator[None]:
         barrier()
 
 
+def gather_objects(value: object) -> list[object]:
+    """`value` of every rank, in rank order, on every rank (a list of one without a process group)."""
+    if world_size() == 1:
+        return [value]
+    gathered: list[object] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def shard_indices(n: int, rank: int, world: int) -> np.ndarray:
     """Positions 0..n-1 this rank handles: rank, rank+world, ... (every position exactly once overall)."""
     return np.arange(rank, n, world, dtype=np.int64)
