@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from utils.errors import UserError
 
@@ -134,6 +133,8 @@ def instance_dependent_labels(
     images = np.asarray(images)
     num_examples = len(clean_labels)
     num_features = int(np.prod(images.shape[1:]))
+    from scipy import stats  # lazy: scipy.stats takes ~0.8 s to import and only instance noise needs it
+
     rng = np.random.RandomState(seed)
     low, high = (0.0 - rate) / INSTANCE_FLIP_RATE_STD, (1.0 - rate) / INSTANCE_FLIP_RATE_STD
     flip_rates = stats.truncnorm(low, high, loc=rate, scale=INSTANCE_FLIP_RATE_STD).rvs(
