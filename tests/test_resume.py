@@ -106,6 +106,26 @@ class EpochClock:
         return self.now
 
 
+def kill_once_epochs_are_unsaved(patch, run_dir, steps=2):
+    """Kill at an SGD step once `steps` steps have run while the checkpoint on disk lags
+    metrics.jsonl by at least one finished epoch: wherever this CPU's numbers lead the run (its
+    confident sets, so its number of steps per epoch), the resumed run has epochs to repeat."""
+    original = torch.optim.SGD.step
+    unsaved_steps = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        checkpoint = run_dir / "checkpoint.pt"
+        if checkpoint.exists():
+            saved_size = torch.load(checkpoint, weights_only=True)["metrics_size"]
+            if saved_size < (run_dir / "metrics.jsonl").stat().st_size:
+                unsaved_steps["n"] += 1
+                if unsaved_steps["n"] > steps:
+                    raise SimulatedKill
+        return original(self, *args, **kwargs)
+
+    patch.setattr(torch.optim.SGD, "step", step)
+
+
 @pytest.mark.parametrize("point", ["mid_epoch", "between_rounds"])
 def test_interval_checkpoints_resume_bit_identically(tmp_path, monkeypatch, point):
     """With --checkpoint_every falling mid-run, a resumed run repeats the epochs after the last written
@@ -120,7 +140,7 @@ def test_interval_checkpoints_resume_bit_identically(tmp_path, monkeypatch, poin
     monkeypatch.chdir(folder)
     monkeypatch.setattr(lifecycle, "time", EpochClock())
     with monkeypatch.context() as patch:
-        {"mid_epoch": lambda p: kill_on_call(p, torch.optim.SGD, "step", 70),
+        {"mid_epoch": lambda p: kill_once_epochs_are_unsaved(p, folder / "run"),
          "between_rounds": KILL_POINTS["between_rounds"]}[point](patch)
         with pytest.raises(SimulatedKill):
             main_module.main(args)
