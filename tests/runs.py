@@ -19,10 +19,11 @@ TIMING_FIELDS = {"seconds", "wall_time_s", "elapsed_s"}
 
 
 def run_main(args: list[str], cwd: Path, timeout: float = 300,
-             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """main.py in a fresh interpreter (one thread, so runs are fast and comparable on 2 cores)."""
+             extra_env: dict[str, str] | None = None, script: Path = MAIN) -> subprocess.CompletedProcess:
+    """main.py (or `script`, e.g. the main.py of an earlier commit) in a fresh interpreter (one
+    thread, so runs are fast and comparable on 2 cores)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(extra_env or {}))
-    return subprocess.run([sys.executable, str(MAIN), *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 

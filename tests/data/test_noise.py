@@ -63,9 +63,38 @@ def test_matches_official_labels(name):
         int(case["num_classes"]),
         int(case["seed"]),
     )
-    np.testing.assert_array_equal(result.labels, case["noisy_labels"])
+    expected = case["noisy_labels"]
+    if str(case["noise_type"]) == "instance":
+        # Float32 products summed in a CPU-dependent order (the BLAS picks its kernel by CPU) can
+        # move a cdf boundary by ~3e-4 here: only labels whose uniform lies that close to one may
+        # differ from the official ones (none does on the CPUs tried; tests/reference_code.py).
+        unsure = instance_draws_near_a_boundary(case, inputs, tolerance=1e-3)
+        assert unsure.sum() <= 0.02 * len(expected)
+        np.testing.assert_array_equal(result.labels[~unsure], expected[~unsure])
+    else:
+        np.testing.assert_array_equal(result.labels, expected)
+        assert result.actual_rate == realised_noise_rate(inputs["clean_labels"], expected)
     assert result.labels.dtype == np.int64
-    assert result.actual_rate == realised_noise_rate(inputs["clean_labels"], case["noisy_labels"])
+
+
+def instance_draws_near_a_boundary(case: dict, inputs: dict, tolerance: float) -> np.ndarray:
+    """Examples whose uniform lies within `tolerance` of a boundary of their label cdf, computed in
+    float64 (independent of summation order); the draws replayed as METHOD.md section 2 orders them."""
+    from scipy import stats
+
+    labels, images = inputs["clean_labels"].astype(np.int64), inputs["images"]
+    rate, classes, n = float(case["noise_rate"]), int(case["num_classes"]), len(inputs["clean_labels"])
+    rng = np.random.RandomState(int(case["seed"]))
+    flip = stats.truncnorm(-rate / 0.1, (1 - rate) / 0.1, loc=rate, scale=0.1).rvs(n, random_state=rng)
+    weights = rng.randn(classes, int(np.prod(images.shape[1:])), classes).astype(np.float32)
+    uniforms = rng.random_sample(n)
+    logits = np.einsum("nd,ndc->nc", images.reshape(n, -1).astype(np.float64), weights[labels].astype(np.float64))
+    logits[np.arange(n), labels] = -np.inf
+    spread = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = flip[:, None] * spread / spread.sum(axis=1, keepdims=True)
+    probs[np.arange(n), labels] += 1 - flip
+    cdf = np.cumsum(probs, axis=1)
+    return np.abs(cdf / cdf[:, -1:] - uniforms[:, None]).min(axis=1) < tolerance
 
 
 def test_transition_matrices():
