@@ -22,9 +22,8 @@ from data.clothing_index import (INDEX_FILE_NAME, NUM_CLASSES, SPLITS, build_ind
                                  index_to_bytes, missing_images, read_all_splits, unlabelled_report)
 from utils.run.atomic import atomic_write_bytes, atomic_write_text
 from utils.run.config import format_config, option, parse_config, require
-from utils.errors import DatasetError
+from utils.errors import DatasetError, exit_code_of
 from utils.run.files import check_file_target
-from utils.run.lifecycle import run_entry_point
 from utils.run.progress import progress_enabled
 
 SHOWN_PATHS = 5
@@ -138,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build(config)
         return 0
 
-    return run_entry_point(body)
+    return exit_code_of(body)
 
 
 if __name__ == "__main__":

@@ -8,40 +8,34 @@ when one is not a run folder, or its metrics.jsonl is empty or corrupt, plot.py 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from utils.errors import UserError, report
+from utils.errors import UserError, exit_code_of
+from utils.run.config import FlagParser
 from utils.run.files import RunFiles
 from utils.sweeps.plots import draw_run, read_metrics
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"plot.py: {message} (see --help)")
+def plot(argv: Sequence[str]) -> int:
+    parser = FlagParser(description=__doc__.split("\n")[0], prog="plot.py")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders written by main.py (--output_dir)")
+    args = parser.parse_args(argv)
+    runs = []
+    for run_dir in args.run_dirs:
+        epochs, rounds = read_metrics(run_dir)
+        if not epochs:
+            raise UserError(f"{RunFiles(run_dir).metrics} holds no epoch records: nothing to plot")
+        runs.append((run_dir, epochs, rounds))
+    for run_dir, epochs, rounds in runs:
+        written = draw_run(run_dir, epochs, rounds)
+        print(f"{run_dir}: {len(written)} files in {RunFiles(run_dir).plots}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders written by main.py (--output_dir)")
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        runs = []
-        for run_dir in args.run_dirs:
-            epochs, rounds = read_metrics(run_dir)
-            if not epochs:
-                raise UserError(f"{RunFiles(run_dir).metrics} holds no epoch records: nothing to plot")
-            runs.append((run_dir, epochs, rounds))
-        for run_dir, epochs, rounds in runs:
-            written = draw_run(run_dir, epochs, rounds)
-            print(f"{run_dir}: {len(written)} files in {RunFiles(run_dir).plots}")
-    except UserError as error:
-        return report(error)
-    except OSError as error:  # e.g. a plots folder we may not write to
-        return report(UserError(f"{error.filename or ''}: {error.strerror or error}"))
-    return 0
+    return exit_code_of(lambda: plot(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from utils.errors import EXIT_INTERRUPTED, UserError, report
+from utils.errors import EXIT_INTERRUPTED, UserError, exit_code_of
+from utils.methods import METHODS
+from utils.run.config import FlagParser
 from utils.sweeps.grid import (
     CONTROL_CHARACTERS,
     Job,
@@ -47,19 +49,13 @@ from utils.sweeps.outcomes import run_state, set_aside_corrupt_result
 from utils.sweeps.summary import Summary, bar_chart_numbers, status_counts, summarize_sweep
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"reproduce.py: {message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FlagParser(description=__doc__.split("\n")[0], prog="reproduce.py")
     parser.add_argument("--grid", help="grid name in configs/ (paper, cifarn, clothing1m, digits) or a JSON path")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
                         help="seeds to run for every setting (0 <= seed < 2**32)")
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="methods to run (memomentum, ce); default: those the grid lists")
+                        help=f"methods to run ({', '.join(METHODS)}); default: those the grid lists")
     parser.add_argument("--only", nargs="+", default=None,
                         help="run only these settings of the grid: a key like cifar10-symmetric-0.2 or a "
                              "prefix like cifar10 or cifar10-instance")
@@ -229,20 +225,19 @@ def draw_plots(out: Path, summary: Summary) -> list[Path]:
     return written
 
 
+def reproduce(argv: Sequence[str] | None) -> int:
+    args = parse_args(argv)
+    if args.summarize:
+        summarize(Path(args.summarize), plots=not args.no_plots)
+        return 0
+    jobs, out = plan_jobs(args)
+    if args.launcher == "slurm":
+        return run_slurm(args, jobs, out)
+    return run_local(args, jobs, out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-        if args.summarize:
-            summarize(Path(args.summarize), plots=not args.no_plots)
-            return 0
-        jobs, out = plan_jobs(args)
-        if args.launcher == "slurm":
-            return run_slurm(args, jobs, out)
-        return run_local(args, jobs, out)
-    except UserError as error:
-        return report(error)
-    except OSError as error:  # e.g. a folder we may not write to
-        return report(UserError(f"{error.filename or ''}: {error.strerror or error}"))
+    return exit_code_of(lambda: reproduce(argv))
 
 
 if __name__ == "__main__":

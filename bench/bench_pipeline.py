@@ -22,7 +22,7 @@ Three parts, each printed as a table:
    ratios are comparable between runs). "speed-up" = baseline time / our time (> 1: ours faster).
    "data only" is batches prepared per second with no model (after the first batch), which
    isolates the input pipeline; num_workers=0 is shown for reference.
-(c) A short real run of main.py's code path (MNIST, LeNet, VisionTask + MeMomentumRun) with hooks
+(c) A short real run of main.py's code path (MNIST, LeNet, the run driver, VisionTask + MeMomentum) with hooks
    on the network (a forward pass starts), the training loss (the forward pass ends with the
    loss, and train_one_epoch's next statement is loss.backward()) and the optimizer (backward
    ends when the step begins), splitting wall time into forward/backward (evaluation and extraction
@@ -37,6 +37,8 @@ between runs; compare ratios from one run, and try --threads 1 on a busy machine
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import os
 import statistics
@@ -66,12 +68,12 @@ from data.presets import PRESETS, DatasetPreset  # noqa: E402
 from data.vision import load_vision_data, missing_files  # noqa: E402
 from models import build_model  # noqa: E402
 from models.lenet import LeNet  # noqa: E402
-from utils.run.config import config_to_dict  # noqa: E402
 from utils.engine import make_sgd, select_device, train_one_epoch, uses_channels_last  # noqa: E402
 from utils.vision_task import VisionTask, load_dataset  # noqa: E402
-from utils.memomentum import MeMomentumRun  # noqa: E402
+from utils.methods.memomentum import MeMomentum  # noqa: E402
+from utils.run.distributed import single_process  # noqa: E402
+from utils.run.driver import drive  # noqa: E402
 from utils.run.lifecycle import Checkpointer  # noqa: E402
-from utils.run.files import RunFiles  # noqa: E402
 from utils.train_config import TrainConfig  # noqa: E402
 
 BATCH_SIZE = 128
@@ -417,12 +419,12 @@ class TimedExperiment(VisionTask):
         self.clock.start("backward")  # train_one_epoch calls loss.backward() next ...
         return loss
 
-    def new_optimizer(self, model: nn.Module) -> torch.optim.SGD:
-        optimizer = super().new_optimizer(model)
+    def new_trainer(self, milestones):
+        trainer = super().new_trainer(milestones)
         # ... and has finished when train_one_epoch calls optimizer.step() right after it.
-        optimizer.register_step_pre_hook(self._step_starts)
-        optimizer.register_step_post_hook(lambda *_: self.clock.stop("step", "optimizer step"))
-        return optimizer
+        trainer.optimizer.register_step_pre_hook(self._step_starts)
+        trainer.optimizer.register_step_post_hook(lambda *_: self.clock.stop("step", "optimizer step"))
+        return trainer
 
     def _step_starts(self, *_) -> None:  # a pre-hook's return value would replace step's arguments
         self.clock.stop("backward")
@@ -443,11 +445,11 @@ class TimedCheckpointer(Checkpointer):
         self.timing.timed("checkpoint + weight files", super().write_now, state)
 
 
-class TimedRun(MeMomentumRun):
-    """MeMomentumRun whose weight files are charged to the clock."""
+class TimedMeMomentum(MeMomentum):
+    """The Me-Momentum loop, its weight files charged to the clock."""
 
-    def _write_weights(self, which: str, weights: dict[str, torch.Tensor]) -> None:
-        self.exp.clock.timed("checkpoint + weight files", super()._write_weights, which, weights)
+    def write_weights(self, which: str, weights: dict[str, torch.Tensor]) -> None:
+        self.task.clock.timed("checkpoint + weight files", super().write_weights, which, weights)
 
 
 def mnist_path(data_path: str, scratch: Path) -> tuple[str, str]:
@@ -459,7 +461,7 @@ def mnist_path(data_path: str, scratch: Path) -> tuple[str, str]:
 
 
 def run_loop(args: argparse.Namespace, device: torch.device) -> None:
-    """Part (c): main.py's `train` wiring with timing hooks, in a temporary run folder."""
+    """Part (c): main.py's run through the run driver, with timing hooks, in a temporary run folder."""
     n_epoch, max_inner = (1, 2) if args.quick else (2, 3)
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as scratch:
         data_path, source = mnist_path(args.data_path, Path(scratch) / "data")
@@ -467,22 +469,21 @@ def run_loop(args: argparse.Namespace, device: torch.device) -> None:
                              max_inner_loop=max_inner, output_dir=f"{scratch}/run",
                              model_dir=f"{scratch}/model", device=str(device), no_progress=True)
         clock = LoopClock(device)
-        setup_start = time.perf_counter()
-        torch.manual_seed(config.seed)
-        dataset = load_dataset(config)
-        files = RunFiles(config.run_dir)
-        files.create()
-        files.write_config(config_to_dict(config))
-        experiment = TimedExperiment(clock, config, dataset, device)
-        checkpointer = TimedCheckpointer(clock, files.checkpoint, config.checkpoint_every)
-        run = TimedRun(experiment, files, checkpointer, log=lambda line: None)
-        files.truncate_metrics(0)
-        loop_start = time.perf_counter()
-        state = run.run()
+        loops, marks = [], {"setup": time.perf_counter()}
+
+        def open_loop(run):
+            experiment = TimedExperiment(clock, config, load_dataset(config), device)
+            run.checkpointer = TimedCheckpointer(clock, run.files.checkpoint, config.checkpoint_every)
+            loops.append(TimedMeMomentum(experiment, run, "Me-Momentum"))
+            marks["loop"] = time.perf_counter()
+            return loops[-1]
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            drive(config, single_process(str(device)), open_loop)
         sync(device)
-        loop_s = time.perf_counter() - loop_start
-        setup_s = loop_start - setup_start
-    print_loop(clock.seconds, loop_s, setup_s, state.epochs_run, n_epoch, max_inner, source)
+        loop_s = time.perf_counter() - marks["loop"]
+        setup_s = marks["loop"] - marks["setup"]
+    print_loop(clock.seconds, loop_s, setup_s, loops[0].state.epochs_run, n_epoch, max_inner, source)
 
 
 def print_loop(seconds: dict[str, float], loop_s: float, setup_s: float, epochs: int,

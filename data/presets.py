@@ -37,3 +37,8 @@ HUMAN_NOISE_TYPES: dict[str, tuple[str, ...]] = {
 
 def noise_types_for(dataset: str) -> tuple[str, ...]:
     return SYNTHETIC_NOISE_TYPES + HUMAN_NOISE_TYPES.get(dataset, ())
+
+
+def is_human_noise(dataset: str, noise_type: str) -> bool:
+    """Whether the labels of this setting are people's (CIFAR-N), so that no noise rate applies."""
+    return noise_type in HUMAN_NOISE_TYPES.get(dataset, ())

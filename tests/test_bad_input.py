@@ -97,13 +97,13 @@ def assert_one_error_line(stderr: str, message: str) -> None:
 
 def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     """Ctrl-C while the data is read (no handler installed yet): no traceback, exit 130."""
-    import utils.vision_run as vision_run
+    import utils.experiments as experiments
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(vision_run, "load_dataset", interrupted)
+    monkeypatch.setattr(experiments, "load_dataset", interrupted)
     assert main_module.main(DIGITS) == 130
     stderr = capsys.readouterr().err
     assert len(stderr.strip().splitlines()) == 1 and "interrupted" in stderr and "Traceback" not in stderr

@@ -27,11 +27,10 @@ from utils.metrics import per_class_accuracy_precision, per_class_scores
 from utils.selection import (checkpoint_for_each_class,
                              examples_by_checkpoint,
                              rebuild_training_set, update_best_checkpoints)
-from utils.clothing_loop import run_clothing
 from utils.run.config import parse_config
 from utils.run.distributed import init_distributed
 from utils.errors import DatasetError, UserError
-from utils.run.preemption import Preempted
+import utils.run.driver as driver
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -281,7 +280,7 @@ def test_clothing_py_end_to_end_writes_every_output(finished_run, tiny):
     assert result["test_acc"] == best_epoch["test_acc"]
     assert len(result["rounds"]) == 3
     state = load_checkpoint(run_dir / "checkpoint.pt")  # weights_only loadable
-    assert state["state"]["outer"] == 2
+    assert state["loop"]["outer"] == 2
     best = torch.load(run_dir / "best.pt", weights_only=True)
     assert best["fc.weight"].shape == (14, 512)
     assert Path(result["best_model_name"]).is_file()  # kept although no class needs it any more
@@ -308,13 +307,28 @@ def test_resume_auto_on_a_finished_run_exits_at_once(finished_run, tiny, capsys)
     assert "finished run made with other settings" in capsys.readouterr().err
 
 
+def run_with_stop_requests(argv: list[str], should_stop, monkeypatch) -> int:
+    """Clothing.py, with a stop request (as SIGTERM would make) whenever `should_stop()` says so."""
+
+    class StopWhen:
+        signal_name = "SIGTERM"
+
+        def install(self):
+            return self
+
+        def __call__(self):
+            return should_stop()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(driver, "StopFlag", StopWhen)
+        return run_clothing_main(argv)
+
+
 @pytest.mark.parametrize("interval", ["0", "60"])  # after every epoch; or only when the stop comes
-def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path, interval):
+def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path, interval, monkeypatch):
     _, reference_dir, _ = finished_run
     run_dir = tmp_path / "run"
-    config = parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir, "--resume", "auto",
-                                                         "--checkpoint_every", interval), "x")
-    context = init_distributed("cpu")
+    argv = tiny_run_flags(tiny, run_dir, "--resume", "auto", "--checkpoint_every", interval)
 
     def epochs_logged() -> int:
         path = run_dir / "metrics.jsonl"
@@ -322,36 +336,34 @@ def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path, 
 
     # stops right after the first epoch (before the rebuild), then after the third (new outer round)
     for stop_after in (1, 3):
-        with pytest.raises(Preempted):
-            run_clothing(config, context, should_stop=lambda: epochs_logged() >= stop_after)
-    result = run_clothing(config, context, should_stop=lambda: False)
+        assert run_with_stop_requests(argv, lambda: epochs_logged() >= stop_after, monkeypatch) == 75
+    assert run_clothing_main(argv) == 0
+    result = json.loads((run_dir / "result.json").read_text())
     reference = json.loads((reference_dir / "result.json").read_text())
     assert (result["best_val_acc"], result["test_acc"]) == (reference["best_val_acc"], reference["test_acc"])
     read = lambda folder: [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert comparable(read(run_dir)) == comparable(read(reference_dir))
 
 
-def test_stop_request_abandons_the_epoch_in_progress(tiny, tmp_path):
-    config = parse_config(ClothingConfig, tiny_run_flags(tiny, tmp_path / "run"), "x")
+def test_stop_request_abandons_the_epoch_in_progress(tiny, tmp_path, monkeypatch, capsys):
     calls = []
 
-    def second_call_stops() -> bool:  # call 1: before the epoch; call 2: after 8 of its 14 batches
+    def third_batch_stops() -> bool:  # polled after every training batch
         calls.append(1)
-        return len(calls) >= 2
+        return len(calls) >= 3
 
-    with pytest.raises(Preempted, match="during outer 0 inner 0 epoch 1"):
-        run_clothing(config, init_distributed("cpu"), second_call_stops)
+    assert run_with_stop_requests(tiny_run_flags(tiny, tmp_path / "run"), third_batch_stops, monkeypatch) == 75
+    assert "stopped (SIGTERM)" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no epoch finished
 
 
-def test_resume_refuses_a_changed_config_and_an_unasked_overwrite(finished_run, tiny, tmp_path):
+def test_resume_refuses_a_changed_config_and_an_unasked_overwrite(finished_run, tiny, tmp_path, capsys):
     _, run_dir, _ = finished_run
-    with pytest.raises(UserError, match="already holds a run"):
-        run_clothing(parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir), "x"),
-                     init_distributed("cpu"), lambda: False)
-    changed = parse_config(ClothingConfig, tiny_run_flags(tiny, run_dir, "--resume", "auto", "--lr", "0.1"), "x")
-    with pytest.raises(UserError, match=r"--lr \(saved 0\.005, given 0\.1\)"):
-        run_clothing(changed, init_distributed("cpu"), lambda: False)
+    assert run_clothing_main(tiny_run_flags(tiny, run_dir)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert run_clothing_main(tiny_run_flags(tiny, run_dir, "--resume", "auto", "--lr", "0.1")) == 2
+    assert "--lr (saved 0.005, given 0.1)" in capsys.readouterr().err
 
 
 def test_a_last_training_batch_of_one_image_is_folded_into_the_one_before(tiny, tmp_path):

@@ -7,10 +7,11 @@ import torch
 import main as main_module
 
 from tests.runs import TINY_DIGITS, comparable, read_run
+from utils.experiments import open_vision_loop
 from utils.run.config import parse_config
+from utils.run.driver import run_training
 from utils.vision_task import VisionTask, load_dataset
-from utils.memomentum import MeMomentumRun, early_stopping_step, warm_up_finished
-from utils.run.files import RunFiles
+from utils.methods.memomentum import MeMomentum, early_stopping_step, warm_up_finished
 from utils.train_config import TrainConfig
 
 
@@ -106,34 +107,42 @@ def test_best_checkpoint_reproduces_reported_test_accuracy(tmp_path, monkeypatch
     assert official.is_file() and (tmp_path / "logs" / "results.txt").read_text().count("Best Test Acc") == 1
 
 
-class RecordingRun(MeMomentumRun):
+class RecordingMeMomentum(MeMomentum):
     """The real loop, recording the weights it keeps as 'latest' and those each round starts from."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.kept, self.round_starts = [], []
 
-    def _keep_latest(self):
-        super()._keep_latest()
+    def keep_latest(self):
+        super().keep_latest()
         self.kept.append({k: v.clone() for k, v in self.latest_weights.items()})
 
-    def _start_inner_round(self):
-        super()._start_inner_round()
-        self.round_starts.append((len(self.kept), {k: v.detach().clone() for k, v in self.model.state_dict().items()}))
+    def start_inner_round(self):
+        super().start_inner_round()
+        self.round_starts.append((len(self.kept), {k: v.detach().clone()
+                                                   for k, v in self.trainer.model.state_dict().items()}))
+
+
+def run_loop(loop_class, argv, monkeypatch):
+    """main.py's run with `loop_class` in place of the registry's; returns the loop."""
+    loops = []
+
+    def open_loop(run):
+        loop = open_vision_loop(run)
+        loops.append(loop_class(loop.task, run, loop.title))
+        return loops[-1]
+
+    assert run_training(lambda: parse_config(TrainConfig, argv, ""), open_loop) == 0
+    return loops[0]
 
 
 def test_each_inner_round_starts_from_the_latest_kept_weights(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = parse_config(TrainConfig, TINY_DIGITS + ["--output_dir", "run"], "")
-    torch.manual_seed(config.seed)
-    experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
-    files = RunFiles(config.run_dir)
-    files.create()
-    run = RecordingRun(experiment, files, log=lambda line: None)
-    run.run()
-    assert len(run.round_starts) >= 2
-    for kept_so_far, weights in run.round_starts:
-        latest = run.kept[kept_so_far - 1]
+    loop = run_loop(RecordingMeMomentum, TINY_DIGITS + ["--output_dir", "run"], monkeypatch)
+    assert len(loop.round_starts) >= 2
+    for kept_so_far, weights in loop.round_starts:
+        latest = loop.kept[kept_so_far - 1]
         assert all(torch.equal(weights[name], latest[name]) for name in latest)
 
 
@@ -150,15 +159,15 @@ def test_same_seed_same_results_and_other_seed_differs(tmp_path, monkeypatch):
     assert comparable(third / "run")[1] != comparable(first / "run")[1]
 
 
-class NeverAgrees(MeMomentumRun):
+class NeverAgrees(MeMomentum):
     """The real loop, with 'latest' weights biased to always predict class 0."""
 
-    def _keep_latest(self):
-        super()._keep_latest()
+    def keep_latest(self):
+        super().keep_latest()
         self.latest_weights["classifier.5.bias"][0] = 1e4
 
 
-def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, monkeypatch):
+def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, monkeypatch, capsys):
     from tests.formats import write_mnist
 
     rng = np.random.default_rng(0)
@@ -166,18 +175,14 @@ def test_empty_confident_set_is_reported_and_the_previous_set_kept(tmp_path, mon
     labels = rng.integers(1, 10, 120)  # no example is labelled 0: nothing can agree
     write_mnist(tmp_path / "files", images, labels, images[:20], labels[:20])
     monkeypatch.chdir(tmp_path)
-    config = parse_config(TrainConfig, ["--dataset", "mnist", "--data_path", "files", "--noise_rate", "0",
-                                        "--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "3",
-                                        "--output_dir", "run"], "")
-    experiment = VisionTask(config, load_dataset(config), torch.device("cpu"))
-    files = RunFiles(config.run_dir)
-    files.create()
-    lines = []
-    state = NeverAgrees(experiment, files, log=lines.append).run()
+    loop = run_loop(NeverAgrees, ["--dataset", "mnist", "--data_path", "files", "--noise_rate", "0",
+                                  "--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "3",
+                                  "--output_dir", "run", "--no_progress"], monkeypatch)
+    state = loop.state
     assert state.rounds and all(r["confident_size"] == 0 and r["empty"] for r in state.rounds)
-    assert any("no prediction agrees" in line for line in lines)
-    inner_epochs = [m for m in files.read_metric_records() if m["kind"] == "epoch" and m["phase"] == "inner"]
-    assert inner_epochs and all(m["train_size"] == experiment.num_train for m in inner_epochs)
+    assert "no prediction agrees" in capsys.readouterr().out
+    inner_epochs = [m for m in loop.run.files.read_metric_records() if m["kind"] == "epoch" and m["phase"] == "inner"]
+    assert inner_epochs and all(m["train_size"] == loop.task.num_train for m in inner_epochs)
 
 
 @pytest.mark.parametrize("setting, expected", [("auto", True), ("off", False)])
@@ -187,4 +192,4 @@ def test_vision_task_applies_the_kernel_options(setting, expected):
     model = experiment.new_model()
     assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last) == expected
     assert experiment.pipeline.channels_last == expected
-    assert experiment.new_optimizer(model).defaults["fused"]
+    assert experiment.new_trainer(milestones=None).optimizer.defaults["fused"]

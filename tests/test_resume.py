@@ -16,7 +16,7 @@ import utils.run.atomic
 from tests.formats import random_vision_arrays, write_mnist
 from tests.runs import MAIN, TINY_DIGITS, comparable, run_main
 from utils.run.atomic import atomic_write_bytes
-from utils.memomentum import MeMomentumRun
+from utils.methods.memomentum import MeMomentum
 
 
 class SimulatedKill(BaseException):
@@ -67,7 +67,7 @@ KILL_POINTS = {
     # mid-save: the temporary checkpoint is written but never renamed over the old one
     "mid_save": lambda p: kill_on_call(p, utils.run.atomic.os, "replace", 9),
     # between rounds: the confident set was extracted and logged, nothing checkpointed since
-    "between_rounds": lambda p: kill_on_call(p, MeMomentumRun, "_extract_confident_examples", 2,
+    "between_rounds": lambda p: kill_on_call(p, MeMomentum, "extract_confident_examples", 2,
                                              after=True),
 }
 

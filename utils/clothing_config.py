@@ -1,9 +1,9 @@
 """The configuration of Clothing.py: the official flags with their official defaults, plus ours.
 
-Official (METHOD.md §4): --seed --lr --weight_decay --batch_size --num_classes --pretrain
+Official (docs/clothing1m.md): --seed --lr --weight_decay --batch_size --num_classes --pretrain
 --model_dir --data_root --beta --n_epoch --max_inner_loop --max_outer_loop.
-`--pretrain` keeps its official meaning (store_false: passing it turns pretraining OFF,
-METHOD.md §5); `--no_pretrain` says the same thing in words.
+`--pretrain` keeps its official meaning (store_false: passing it turns pretraining OFF);
+`--no_pretrain` says the same thing in words.
 """
 from __future__ import annotations
 
@@ -12,20 +12,22 @@ from pathlib import Path
 from typing import ClassVar
 
 from models.pretrained import ARCHITECTURES
+from utils.methods import CLOTHING_METHODS
 from utils.run.config import RunConfig, option, require
 
 
 @dataclass(frozen=True)
 class ClothingConfig(RunConfig):
-    # --- official flags and defaults (the shared ones are in RunConfig; these defaults differ) ---
+    # --- official flags and defaults (the shared ones are in RunConfig) ---
     lr: float = option(0.005, "initial learning rate of SGD (momentum 0.9); MultiStepLR x0.1 at epochs 10, 20 "
                               "of every outer round")
     weight_decay: float = option(1e-3, "weight decay of SGD")
     batch_size: int = option(32, "GLOBAL training batch size: under torchrun each of the W processes "
-                                 "takes batch_size // W examples per step")
-    n_epoch: int = option(5, "epochs per inner round")
-    max_inner_loop: int = option(6, "inner rounds per outer round (the training set is rebuilt after each)")
-    num_classes: int = option(14, "number of classes (Clothing1M: 14)")
+                                 "takes batch_size // W examples per step", minimum=1)
+    n_epoch: int = option(5, "epochs per inner round", minimum=1)
+    max_inner_loop: int = option(6, "inner rounds per outer round (the training set is rebuilt after each)",
+                                 minimum=1)
+    num_classes: int = option(14, "number of classes (Clothing1M: 14)", minimum=1)
     pretrain: bool = option(True, "official flag, kept for compatibility: passing --pretrain turns "
                                   "ImageNet pretraining OFF (store_false); prefer --no_pretrain",
                             action="store_false")
@@ -36,9 +38,10 @@ class ClothingConfig(RunConfig):
     # --- ours ---
     no_pretrain: bool = option(False, "start from random weights instead of ImageNet (same as the "
                                       "official --pretrain)")
+    method: str = option("memomentum", "the method (those with a Clothing1M loop)", choices=CLOTHING_METHODS)
     arch: str = option("resnet50", "torchvision ResNet (official: resnet50)", choices=tuple(ARCHITECTURES))
     image_size: int = option(256, "images are resized to image_size x image_size; training crops pad by "
-                                  "image_size // 8 (official: 256, padding 32)")
+                                  "image_size // 8 (official: 256, padding 32)", minimum=1)
     weights: str = option("", "ImageNet weights as a local state dict file (instead of the torch hub "
                               "cache or a download)")
     num_workers: int = option(-1, "JPEG-decoding DataLoader workers per process; -1: from the CPU count "
@@ -56,8 +59,6 @@ class ClothingConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("num_classes", "image_size"):
-            require(getattr(self, name) >= 1, f"--{name} must be at least 1, got {getattr(self, name)}")
         require(self.arch in ARCHITECTURES, f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         require(0.0 <= self.beta <= 1.0, f"--beta must be in [0, 1], got {self.beta}")
         require(self.num_workers >= -1, f"--num_workers must be -1 (auto) or >= 0, got {self.num_workers}")

@@ -1,6 +1,6 @@
-"""One Clothing1M run's data, network and passes (METHOD.md §4): what the loop of
-utils/clothing_loop.py calls to train, validate, test and predict, on one process or under torchrun
-(utils/vision_task.py is the same for MNIST/CIFAR).
+"""One Clothing1M run's data, network and passes (docs/clothing1m.md): what the loop of
+utils/methods/memomentum_clothing1m.py calls to train, validate, test and predict, on one process or
+under torchrun (utils/vision_task.py is the same for MNIST/CIFAR).
 
 Training draws its shuffling and augmentation from per-epoch seeds; evaluation and extraction are
 sharded so that every image is predicted exactly once and gathered back in order on every rank.
@@ -9,35 +9,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.optim.lr_scheduler import MultiStepLR
 
 from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform, IGNORED_LABEL, build_splits,
                            default_num_workers, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
 from models.pretrained import StateDict, batch_of_one_trains, build_classifier, load_imagenet_state
-from utils.clothing_config import ClothingConfig
-from utils.engine import (StopRequested, compile_network, make_sgd, predict_logits, train_one_epoch,
-                          uses_channels_last)
-from utils.metrics import accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
+from utils.engine import Trainer, compile_network, predict_logits, sgd_trainer, train_one_epoch, uses_channels_last
+from utils.errors import StopRequested
+from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
 from utils.run.checkpoint import load_checkpoint
-from utils.run.distributed import (DistContext, all_reduce_sum, any_rank, broadcast_buffers, gather_objects,
-                                   gather_sharded, main_process_first, shard_for_training, shard_indices,
-                                   unwrap_model, wrap_model)
-from utils.run.files import RunFiles
-from utils.run.preemption import Preempted
-from utils.run.progress import progress_enabled, with_progress
+from utils.run.distributed import (DistContext, all_reduce_sum, broadcast_buffers, gather_objects, gather_sharded,
+                                   main_process_first, shard_for_training, shard_indices, unwrap_model,
+                                   wrap_model)
+from utils.run.progress import with_progress
 from utils.run.provenance import describe_device
 
-MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
-GAMMA = 0.1
+if TYPE_CHECKING:
+    from utils.run.driver import Run
 
-STOP_POLL_EVERY = 8     # batches between collective checks for a stop request
+# The task reads Clothing.py's configuration (utils/clothing_config.py, ClothingConfig) without
+# importing it: the configuration names the methods, whose Clothing1M loop imports this module.
+ClothingConfig = Any
+
+MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
+STOP_POLL_EVERY = 8     # prediction batches between collective checks for a stop request
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -61,18 +62,15 @@ def class_weights(train_counts: np.ndarray, val_counts: np.ndarray) -> np.ndarra
 
 @dataclass
 class ClothingTask:
-    """What stays fixed during a run: config, processes, data, files."""
+    """What stays fixed during a run: config, the run (processes, log, stop requests), data."""
 
     config: ClothingConfig
-    context: DistContext
-    files: RunFiles
+    run: "Run"
     splits: ClothingSplits
     loader: ClothingLoader
     transform: DeviceBatchTransform
     imagenet_state: StateDict | None
     val_counts: np.ndarray
-    should_stop: Callable[[], bool]
-    show_progress: bool
     # Every draw of training comes from these two generators, whose states go into every checkpoint
     # (as main.py's pipeline generator does): the order of each epoch, the same on every rank, and
     # this rank's crops and flips.
@@ -81,12 +79,30 @@ class ClothingTask:
     bad_in_prediction: int = 0  # unreadable images met by this rank in prediction passes
 
     @property
+    def context(self) -> DistContext:
+        return self.run.context
+
+    @property
     def device(self) -> torch.device:
         return self.context.device
 
-    def log(self, message: str) -> None:
-        if self.context.is_main:
-            print(message, flush=True)
+    def describe(self) -> dict[str, Any]:
+        """The keys of result.json that say what was trained on."""
+        return {"dataset": "clothing1m", "noise_type": "real", "noise_rate": None}
+
+    def official_weights_path(self, which: str) -> None:
+        """The official Clothing1M code keeps per-epoch files only (the loop writes them)."""
+        return None
+
+    def test(self, model: nn.Module) -> TestAccuracy:
+        """The clean test set, eval transform: exact accuracy over the readable images, and the official
+        printout's mean of per-batch accuracies over batches of --batch_size."""
+        predictions = predict_positions(self, model, self.splits.test)
+        labels = self.splits.labels[self.splits.test]
+        valid = predictions >= 0
+        official = batch_mean_accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]),
+                                       self.config.batch_size)
+        return TestAccuracy(accuracy_percent(predictions, labels), official)
 
     def generator_states(self) -> dict[str, torch.Tensor]:
         """The generators' states of every rank (collective under torchrun), for the checkpoint."""
@@ -95,30 +111,15 @@ class ClothingTask:
             states[f"augment:{rank}"] = state
         return states
 
-    def restore_generators(self, states: dict[str, torch.Tensor]) -> bool:
-        """Continue this rank's streams; False when the checkpoint has none for it (other world size)."""
+    def restore_generators(self, states: dict[str, torch.Tensor]) -> None:
+        """Continue this rank's streams (a rank the checkpoint has none for starts afresh)."""
         self.shuffle_generator.set_state(states["shuffle"])
         mine = states.get(f"augment:{self.context.rank}")
         if mine is not None:
             self.augment_generator.set_state(mine)
-        return mine is not None
-
-    def stop_requested(self) -> bool:
-        """The same answer on every rank (collective when distributed)."""
-        return any_rank(self.should_stop(), self.device)
-
-
-@dataclass
-class Trainer:
-    """The network of the current outer round and what updates it."""
-
-    model: nn.Module  # DistributedDataParallel under torchrun
-    optimizer: torch.optim.Optimizer
-    scheduler: MultiStepLR
-
-    @property
-    def module(self) -> nn.Module:
-        return unwrap_model(self.model)
+        else:
+            self.run.log(f"WARNING: the checkpoint has no augmentation stream for rank {self.context.rank}; "
+                         f"it starts afresh")
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class ClassWeightedLoss:
 
 
 def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss, train_positions: np.ndarray,
-                outer: int, inner: int, epoch: int) -> tuple[float, float, int]:
+                where: str) -> tuple[float, float, int]:
     """One epoch of SGD over this rank's shard of a fresh permutation of S (positions in the noisy list).
 
     Returns (loss, accuracy, unreadable images) over all ranks. Shuffling and augmentation are drawn
@@ -186,14 +187,10 @@ def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss
     mine = task.splits.train[shard_for_training(order, context.rank, context.world_size)]
     per_rank_batch = max(1, config.batch_size // context.world_size)
     bad = torch.zeros((), dtype=torch.int64)
-    where = f"outer {outer} inner {inner} epoch {epoch + 1}"
     batches = with_progress(training_batches(task, mine, per_rank_batch, task.augment_generator, bad),
-                            -(-len(mine) // per_rank_batch), where, task.show_progress)
-    try:
-        stats = train_one_epoch(trainer.model, trainer.optimizer, batches, loss_fn, amp=config.amp,
-                                should_stop=StopPoll(task))
-    except StopRequested:
-        raise Preempted(f"stopped during {where}") from None
+                            -(-len(mine) // per_rank_batch), where, task.run.show_progress)
+    stats = train_one_epoch(trainer.model, trainer.optimizer, batches, loss_fn, amp=config.amp,
+                            should_stop=task.run.should_stop)
     counts = all_reduce_sum(torch.tensor([stats.correct, stats.count, int(bad)], dtype=torch.int64,
                                          device=task.device))
     return loss_fn.epoch_loss(), 100.0 * float(counts[0]) / max(int(counts[1]), 1), int(counts[2])
@@ -211,24 +208,6 @@ def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int,
         yield task.transform.train(images, generator), labels.masked_fill(~ok, IGNORED_LABEL)
 
 
-def stop_if_requested(task: ClothingTask, where: str) -> None:
-    """At an epoch boundary the checkpoint on disk is current: stop at once if asked to."""
-    if task.stop_requested():
-        raise Preempted(f"stopped {where}")
-
-
-class StopPoll:
-    """`should_stop` for the engine: asks all ranks together every STOP_POLL_EVERY batches."""
-
-    def __init__(self, task: ClothingTask) -> None:
-        self.task = task
-        self.calls = 0
-
-    def __call__(self) -> bool:
-        self.calls += 1
-        return self.calls % STOP_POLL_EVERY == 0 and self.task.stop_requested()
-
-
 def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarray) -> np.ndarray:
     """Predicted class of every dataset position (−1: unreadable image), each predicted by exactly one rank."""
     context, config = task.context, task.config
@@ -239,15 +218,16 @@ def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarra
 
     def images() -> Iterator[torch.Tensor]:
         for step, batch in enumerate(task.loader.batches(mine, config.eval_batch_size)):
-            if step < common_batches and step % STOP_POLL_EVERY == STOP_POLL_EVERY - 1 and task.stop_requested():
-                raise Preempted("stopped during a prediction pass")
+            if (step < common_batches and step % STOP_POLL_EVERY == STOP_POLL_EVERY - 1
+                    and task.run.stop_requested()):
+                raise StopRequested("stopped during a prediction pass", task.run.stop_flag.signal_name)
             task.bad_in_prediction += raise_or_count_bad(batch, config.skip_bad_images)
             images_u8, _, ok = task.transform.to_device(batch)
             ok_masks.append(ok)
             yield task.transform.eval(images_u8)
 
     total = -(-len(mine) // config.eval_batch_size)
-    logits = predict_logits(model, with_progress(images(), total, "predicting", task.show_progress), config.amp)
+    logits = predict_logits(model, with_progress(images(), total, "predicting", task.run.show_progress), config.amp)
     local = torch.full((len(mine),), -1, dtype=torch.int64, device=task.device)
     if len(mine):
         local = logits.argmax(1).masked_fill(~torch.cat(ok_masks), -1)
@@ -260,22 +240,8 @@ def accuracy_percent(predictions: np.ndarray, labels: np.ndarray) -> float:
     return accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]))
 
 
-class TestAccuracy(NamedTuple):
-    exact: float        # over all readable test images (what we report)
-    batch_mean: float   # the official printout: mean of per-batch accuracies, batches of --batch_size
-
-
-def test(task: ClothingTask, model: nn.Module) -> TestAccuracy:
-    """The clean test set, eval transform."""
-    predictions = predict_positions(task, model, task.splits.test)
-    labels = task.splits.labels[task.splits.test]
-    valid = predictions >= 0
-    official = batch_mean_accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]),
-                                   task.config.batch_size)
-    return TestAccuracy(accuracy_percent(predictions, labels), official)
-
-
-def open_task(config: ClothingConfig, context: DistContext, should_stop: Callable[[], bool]) -> ClothingTask:
+def open_task(config: ClothingConfig, run: "Run") -> ClothingTask:
+    context = run.context
     index = load_index(Path(config.data_root) / INDEX_FILE_NAME, num_classes=config.num_classes)
     splits = build_splits(index, config.data_root, config.image_size, config.seed)
     workers = config.num_workers if config.num_workers >= 0 else default_num_workers(context.local_world_size)
@@ -284,19 +250,17 @@ def open_task(config: ClothingConfig, context: DistContext, should_stop: Callabl
     if config.use_pretrained:
         with main_process_first():  # a download into the shared hub cache happens once
             imagenet_state = load_imagenet_state(config.arch, config.weights)
-    files = RunFiles(config.run_dir)
-    task = ClothingTask(config, context, files, splits, loader,
-                      DeviceBatchTransform(context.device, config.image_size,
-                                           uses_channels_last(config.channels_last, context.device)),
-                      imagenet_state, class_counts(splits.labels[splits.val], config.num_classes),
-                      should_stop, context.is_main and progress_enabled(config.no_progress),
-                      torch.Generator().manual_seed(config.seed),
-                      torch.Generator().manual_seed(rank_seed(config.seed, context.rank)))
-    task.log(f"Clothing1M: {len(splits.train)} noisy training, {len(splits.val)} clean validation, "
+    task = ClothingTask(config, run, splits, loader,
+                        DeviceBatchTransform(context.device, config.image_size,
+                                             uses_channels_last(config.channels_last, context.device)),
+                        imagenet_state, class_counts(splits.labels[splits.val], config.num_classes),
+                        torch.Generator().manual_seed(config.seed),
+                        torch.Generator().manual_seed(rank_seed(config.seed, context.rank)))
+    run.log(f"Clothing1M: {len(splits.train)} noisy training, {len(splits.val)} clean validation, "
                 f"{len(splits.test)} clean test images; {context.world_size} process(es) on "
                 f"{describe_device(context.device)}; {workers} decoding worker(s) per process")
     if config.batch_size % context.world_size:
-        task.log(f"WARNING: --batch_size {config.batch_size} is not a multiple of the {context.world_size} "
+        run.log(f"WARNING: --batch_size {config.batch_size} is not a multiple of the {context.world_size} "
                     f"processes: the global batch is {config.batch_size // context.world_size * context.world_size}")
     return task
 
@@ -321,13 +285,16 @@ def new_trainer(task: ClothingTask, saved: dict[str, Any] | None = None) -> Trai
     around the network, optimizer and scheduler of a checkpoint."""
     config = task.config
     if saved is None:
-        model = network(task, task.imagenet_state)
+        module = network(task, task.imagenet_state)
     else:
-        model = network_without_drawing(task, None)
-        model.load_state_dict(saved["model"])
-    model = wrap_model(model, task.context, sync_batchnorm=not config.no_sync_bn)
-    optimizer = make_sgd(model.parameters(), config.lr, config.weight_decay, config.sgd)
-    return Trainer(model, optimizer, MultiStepLR(optimizer, milestones=list(MILESTONES), gamma=GAMMA))
+        module = network_without_drawing(task, None)
+        module.load_state_dict(saved["model"])  # before DDP, which broadcasts rank 0's weights
+    model = wrap_model(module, task.context, sync_batchnorm=not config.no_sync_bn)
+    trainer = sgd_trainer(model, config.lr, config.weight_decay, config.sgd, MILESTONES, module=unwrap_model(model))
+    if saved is not None:
+        trainer.optimizer.load_state_dict(saved["optimizer"])
+        trainer.scheduler.load_state_dict(saved["scheduler"])
+    return trainer
 
 
 def load_weights(path: str, device: torch.device) -> StateDict:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import MultiStepLR
 
-from utils.errors import UserError
+from utils.errors import StopRequested, UserError
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -87,6 +88,53 @@ def make_sgd(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: 
                            fused=True if kernels == "fused" else None)
 
 
+LR_GAMMA = 0.1  # every MultiStepLR of the official code multiplies the rate by 0.1 at each milestone
+
+
+@dataclass
+class Trainer:
+    """A network with what updates it: its optimizer and learning-rate schedule (None: constant).
+
+    `model` is what trains (DistributedDataParallel under torchrun); `module` the network itself.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: MultiStepLR | None = None
+    module: nn.Module | None = None
+
+    EMPTY_STATE: ClassVar[dict[str, Any]] = {"model": None, "optimizer": None, "scheduler": None}
+
+    def __post_init__(self) -> None:
+        self.module = self.module if self.module is not None else self.model
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step_schedule(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.module.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+
+
+def sgd_trainer(model: nn.Module, lr: float, weight_decay: float, kernels: str,
+                milestones: Sequence[int] | None, module: nn.Module | None = None) -> Trainer:
+    """SGD (momentum 0.9) for `model`, with MultiStepLR(milestones, 0.1) unless `milestones` is None."""
+    optimizer = make_sgd(model.parameters(), lr, weight_decay, kernels)
+    scheduler = MultiStepLR(optimizer, list(milestones), LR_GAMMA) if milestones is not None else None
+    return Trainer(model, optimizer, scheduler, module)
+
+
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # --compile
 
 
@@ -131,10 +179,6 @@ class EpochStats:
     @property
     def accuracy(self) -> float:
         return 100.0 * self.correct / max(self.count, 1)
-
-
-class StopRequested(Exception):
-    """Raised between batches when the process was asked to stop (SIGTERM/SIGUSR1)."""
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -1,10 +1,16 @@
-"""How a run ends when it does not simply finish: errors a user can fix, and every exit code.
+"""How a run ends when it does not simply finish: the errors, the stop request, and every exit code.
 
-Entry points print a UserError as one line ("error: ...") and exit with its code (2).
+Every entry point runs its body through `exit_code_of`, which turns each way of ending into one line
+on stderr ("error: ...", "stopped (SIGTERM): ...") and the documented exit code:
+
+    0   done                       2    bad flags, paths, data, weights or checkpoint (UserError)
+    3   the loss became NaN/inf    75   stopped by SIGTERM/SIGUSR1 after saving: resume later
+    130 stopped by Ctrl-C (SIGINT) after saving: resume later
 """
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2        # bad flags, missing or malformed input: the message says what to do
@@ -27,7 +33,58 @@ class CheckpointError(UserError):
     """A checkpoint is unreadable or belongs to a different configuration."""
 
 
+class NonFiniteLoss(Exception):
+    """Training produced NaN/inf; the message names the epoch and the last good checkpoint."""
+
+
+class StopRequested(Exception):
+    """The process was asked to stop (SIGTERM, SIGUSR1, Ctrl-C); raised between batches or epochs.
+
+    `signal_name` is the signal that asked ("SIGINT" for Ctrl-C); the message says what was saved.
+    """
+
+    def __init__(self, message: str = "stop requested", signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.signal_name == "SIGINT" else EXIT_PREEMPTED
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def report(error: UserError) -> int:
     """Print `error` on stderr as one line ("error: ..."); return the exit code for it."""
-    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
     return error.exit_code
+
+
+def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: True) -> int:
+    """Run `body`; turn every way it can end into an exit code and (on the main process) one line."""
+
+    def say(line: str) -> None:
+        if is_main():
+            print(one_line(line), file=sys.stderr, flush=True)
+
+    try:
+        return body()
+    except UserError as error:
+        say(f"error: {error}")
+        return error.exit_code
+    except NonFiniteLoss as error:
+        say(f"error: {error}")
+        return EXIT_NON_FINITE
+    except StopRequested as stop:
+        say(f"stopped ({stop.signal_name or 'stop requested'}): {stop}; continue with --resume auto")
+        return stop.exit_code
+    except KeyboardInterrupt:
+        say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        say(f"error: cannot read or write{where}: {error.strerror or error} (check the path, its "
+            f"permissions and the free disk space; nothing written before was lost)")
+        return EXIT_USER_ERROR

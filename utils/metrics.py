@@ -2,8 +2,17 @@
 class-balanced validation accuracy (main.py), and Clothing1M's per-class accuracy, precision and score."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
+
+
+class TestAccuracy(NamedTuple):
+    """A model's accuracy on the clean test set, in percent."""
+
+    exact: float      # over every test image (what result.json's test_acc holds)
+    official: float   # as the method's own code prints it (Me-Momentum: the mean of per-batch accuracies)
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:

@@ -1,37 +1,52 @@
-"""The configuration of main.py: the official flags with their official defaults, plus ours.
+"""The configuration of main.py: the official flags with their official defaults, ours, and the
+flags each method adds (declared in its own file, utils/methods/).
 
-Official (METHOD.md §3): --seed --lr --weight_decay --batch_size --n_epoch --model_dir --dataset
+Official (docs/options.md): --seed --lr --weight_decay --batch_size --n_epoch --model_dir --dataset
 --data_percent --data_path --noise_type --noise_rate --max_outer_loop --max_inner_loop.
-The flags both loops share (and their checks) live in utils/run/config.py; everything that is
-not official is ours and documented in the README.
+The flags both entry points share (and their checks) live in utils/run/config.py.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from data.presets import PRESETS, DatasetPreset, noise_types_for
+from data.presets import PRESETS, DatasetPreset, is_human_noise, noise_types_for
+from models import MODEL_BUILDERS
 from utils.methods import METHODS
 from utils.run.config import RunConfig, option, require
 
 SELECTIONS = ("agree", "small_loss")
 
 
+def describe_methods() -> str:
+    described = []
+    for name, method in METHODS.items():
+        defaults = " ".join(f"--{flag} {value}" for flag, value in method.defaults.items())
+        described.append(f"{name} ({method.title}{'; defaults ' + defaults if defaults else ''})")
+    return "; ".join(described)
+
+
 @dataclass(frozen=True)
-class TrainConfig(RunConfig):
+class VisionConfig(RunConfig):
     # --- official flags and defaults (the shared ones are in RunConfig) ---
+    lr: float = option(0.01, "initial learning rate (SGD, momentum 0.9)")
+    weight_decay: float = option(1e-4, "weight decay")
+    batch_size: int = option(128, "training batch size", minimum=1)
+    n_epoch: int = option(100, "epochs per warm-up and per inner round", minimum=1)
+    max_inner_loop: int = option(20, "at most max_inner_loop - 1 inner rounds per outer round", minimum=1)
     dataset: str = option("mnist", "mnist, cifar10, cifar100, or digits (bundled, no download)",
                           choices=tuple(PRESETS))
     data_percent: float = option(0.9, "fraction of the noisy training set used for training; "
                                       "the rest is the (noisy) validation set")
     data_path: str = option("./data", "folder holding MNIST/raw, cifar-10-batches-py or cifar-100-python")
-    noise_type: str = option("symmetric", "symmetric, pairflip, instance; CIFAR-N: aggre, random1-3, "
-                                          "worst (cifar10), noisy (cifar100)")
+    noise_type: str = option("symmetric", "symmetric, symmetric_all, pairflip, instance; CIFAR-N: aggre, "
+                                          "random1-3, worst (cifar10), noisy (cifar100)")
     noise_rate: float = option(0.2, "corruption rate in [0, 1) for synthetic noise")
     # --- ours ---
-    method: str = option("memomentum", "memomentum, or ce: plain cross-entropy on all noisy labels "
-                                       "for n_epoch epochs (the paper's 'Standard' baseline)",
-                         choices=METHODS)
+    method: str = option("memomentum", describe_methods(), choices=tuple(METHODS))
+    network: str = option("", "the network (default: the dataset's: LeNet for MNIST and digits, "
+                              "ResNet-18 for CIFAR-10, ResNet-34 for CIFAR-100)")
     select: str = option("agree", "confident examples: agree = prediction equals noisy label "
                                   "(official); small_loss = per class, the same number of examples "
                                   "with the smallest cross-entropy", choices=SELECTIONS)
@@ -41,32 +56,57 @@ class TrainConfig(RunConfig):
     save_noisy_labels: str = option("", "write the noisy labels, split and transition matrix to this .npz")
     noise_only: bool = option(False, "stop after making (and saving) the noisy labels")
     cifarn_path: str = option("./data/cifar-10-100n", "folder with CIFAR-10_human.pt / CIFAR-100_human.pt")
-    tensorboard: bool = option(False, "also write per-epoch metrics as TensorBoard scalars")
 
     RESUME_NEUTRAL_FIELDS: ClassVar[frozenset[str]] = RunConfig.RESUME_NEUTRAL_FIELDS | {
-        "data_path", "download", "tensorboard", "save_noisy_labels", "noise_only", "cifarn_path",
+        "data_path", "download", "save_noisy_labels", "noise_only", "cifarn_path",
     }
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.dataset in PRESETS,
-                f"unknown dataset {self.dataset!r}; choose one of {', '.join(PRESETS)}")
         kinds = noise_types_for(self.dataset)
         require(self.noise_type in kinds,
                 f"noise type {self.noise_type!r} is not available for {self.dataset}; "
                 f"choose one of {', '.join(kinds)}")
         require(0.0 <= self.noise_rate < 1.0, f"--noise_rate must be in [0, 1), got {self.noise_rate}")
+        require(not self.network or self.network in MODEL_BUILDERS,
+                f"unknown --network {self.network!r}; choose one of {', '.join(MODEL_BUILDERS)}")
         require(0.0 < self.data_percent <= 1.0,
                 f"--data_percent must be in (0, 1], got {self.data_percent}")
-        require(self.method == "ce" or self.data_percent < 1.0,
-                "--data_percent 1 leaves no validation set, which Me-Momentum needs; use e.g. 0.9")
-        require(self.method == "ce" or self.max_inner_loop >= 2,
-                "--max_inner_loop 1 runs no inner round, so Me-Momentum would extract nothing and "
-                "report 0 %; use at least 2 (official: 20)")
+        self.refuse_other_methods_flags()
+        method = METHODS[self.method]
+        if method.check is not None:
+            method.check(self)
+
+    def refuse_other_methods_flags(self) -> None:
+        """A flag another method adds, given with this method, would be silently ignored: refuse it."""
+        for name, method in METHODS.items():
+            if name == self.method or method.options is None:
+                continue
+            for spec in dataclasses.fields(method.options):
+                require(getattr(self, spec.name) == spec.default,
+                        f"--{spec.name} is a flag of --method {name}, not of --method {self.method}")
+
+    @classmethod
+    def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        """The chosen method's own defaults (e.g. Co-teaching's epochs and learning rate)."""
+        method = METHODS.get(flags.get("method", ""))
+        return dict(method.defaults) if method is not None else {}
+
+    @property
+    def trains(self) -> bool:
+        return not self.noise_only
 
     @property
     def preset(self) -> DatasetPreset:
         return PRESETS[self.dataset]
+
+    @property
+    def network_name(self) -> str:
+        return self.network or self.preset.network
+
+    @property
+    def human_noise(self) -> bool:
+        return is_human_noise(self.dataset, self.noise_type)
 
     @property
     def run_name(self) -> str:
@@ -74,5 +114,18 @@ class TrainConfig(RunConfig):
 
     @property
     def official_checkpoint_stem(self) -> str:
-        """The official file-name stem (METHOD.md §3): {dataset}-{noise_type}-{noise_rate}-{seed}."""
+        """The official file-name stem: {dataset}-{noise_type}-{noise_rate}-{seed}."""
         return f"{self.dataset}-{self.noise_type}-{self.noise_rate}-{self.seed}"
+
+
+def with_method_flags(base: type, methods: dict[str, Any]) -> type:
+    """`base` with the flags every method adds (each method declares its own in its file)."""
+    extra = tuple(method.options for method in methods.values() if method.options is not None)
+    composed = dataclasses.make_dataclass(base.__name__.replace("Vision", "Train"), [],
+                                          bases=(*extra, base), frozen=True)
+    composed.__module__ = __name__
+    composed.__doc__ = "main.py's flags: the shared ones, the vision ones, and every method's own."
+    return composed
+
+
+TrainConfig = with_method_flags(VisionConfig, METHODS)

@@ -1,13 +1,14 @@
-"""One MNIST/CIFAR/digits run's data, network and passes (METHOD.md §1, §3): what the loop of
-utils/memomentum.py calls to train, validate, test and extract (utils/clothing_task.py is the same
-for Clothing1M).
+"""One MNIST/CIFAR/digits run's data, network and passes (docs/method.md, "Data"): what the loops of
+utils/methods/ call to train, validate, test and extract (utils/clothing_task.py is the same for
+Clothing1M).
 
 The whole split lives on the device as uint8 tensors; every random draw of the input pipeline
 comes from one seeded `torch.Generator`, whose state goes into every checkpoint.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +17,9 @@ from torch import nn
 from data.device_pipeline import DevicePipeline, images_to_device
 from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz
 from models import build_model
-from utils.engine import (EpochStats, compile_network, images_only, make_sgd, predict_logits,
+from utils.engine import (EpochStats, Trainer, compile_network, images_only, predict_logits, sgd_trainer,
                           train_one_epoch, uses_channels_last)
-from utils.metrics import accuracy, batch_mean_accuracy, class_balanced_accuracy
+from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
 from utils.run.atomic import atomic_write_bytes
 from utils.train_config import TrainConfig
@@ -37,18 +38,22 @@ def save_noisy_labels(path: str, dataset: NoisyDataset, config: TrainConfig) -> 
     return str(atomic_write_bytes(path, payload))
 
 
-class TestAccuracy(NamedTuple):
-    exact: float        # over all test images (what we report)
-    batch_mean: float   # the official printout: mean of per-batch accuracies (METHOD.md §5)
+def describe_noise(dataset: NoisyDataset, config: TrainConfig) -> str:
+    # CIFAR-N labels are people's: --noise_rate plays no part, so it is not printed
+    rate = "" if config.human_noise else f" {config.noise_rate}"
+    return (f"{config.dataset}: {len(dataset.noisy_labels)} training examples "
+            f"({len(dataset.train_index)} train / {len(dataset.val_index)} validation), "
+            f"{len(dataset.vision.test_labels)} test; {config.noise_type} noise{rate}: "
+            f"realised rate {dataset.actual_rate:.4f}")
 
 
 class VisionTask:
     def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
-                 should_stop=None, show_progress: bool = False) -> None:
+                 show_progress: bool = False) -> None:
         self.config = config
         self.device = device
         self.num_classes = dataset.vision.num_classes
-        self.should_stop = should_stop
+        self.actual_noise_rate = dataset.actual_rate
         self.show_progress = show_progress
         self.generator = torch.Generator().manual_seed(config.seed)
         preset = config.preset
@@ -71,29 +76,53 @@ class VisionTask:
     def num_train(self) -> int:
         return len(self.train_labels)
 
+    def describe(self) -> dict[str, Any]:
+        """The keys of result.json that say what was trained on."""
+        return {"dataset": self.config.dataset, "noise_type": self.config.noise_type,
+                "noise_rate": self.config.noise_rate, "actual_noise_rate": self.actual_noise_rate}
+
     def new_model(self) -> nn.Module:
         """A fresh network (initialised from torch's global generator, seeded once per run)."""
-        model = build_model(self.config.preset.network, self.num_classes).to(self.device)
+        model = build_model(self.config.network_name, self.num_classes).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return compile_network(model, self.config.compile)
 
-    def new_optimizer(self, model: nn.Module) -> torch.optim.SGD:
-        return make_sgd(model.parameters(), self.config.lr, self.config.weight_decay, self.config.sgd)
+    def new_trainer(self, milestones: Sequence[int] | None) -> Trainer:
+        """A fresh network with SGD (momentum 0.9) and MultiStepLR(milestones) unless None."""
+        config = self.config
+        return sgd_trainer(self.new_model(), config.lr, config.weight_decay, config.sgd, milestones)
 
-    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    subset: torch.Tensor | None, description: str) -> EpochStats:
+    def official_weights_path(self, which: str) -> Path:
+        """The official weight file name under --model_dir: {dataset}-{noise_type}-{noise_rate}-{seed}_{which}.hdf5."""
+        return Path(self.config.model_dir) / f"{self.config.official_checkpoint_stem}_{which}.hdf5"
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        return {"pipeline": self.generator.get_state()}
+
+    def restore_generators(self, states: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(states["pipeline"])
+
+    def train_epoch(self, trainer: Trainer, subset: torch.Tensor | None, description: str,
+                    should_stop: Callable[[], bool] | None = None) -> EpochStats:
         """One shuffled, augmented pass over the training examples at positions `subset` (None: all)."""
+        return train_one_epoch(trainer.model, trainer.optimizer, self.training_batches(subset, description),
+                               self.training_loss, amp=self.config.amp, should_stop=should_stop)
+
+    def training_batches(self, subset: torch.Tensor | None, description: str,
+                         drop_last: bool = False) -> Any:
+        """(images, labels) of one shuffled, augmented pass over the examples at `subset` (None: all),
+        the last batch smaller unless `drop_last`; a progress bar on a terminal."""
         images = self.train_images if subset is None else self.train_images.index_select(0, subset)
         labels = self.train_labels if subset is None else self.train_labels.index_select(0, subset)
         draws = self.pipeline.draw_epoch(len(labels), self.generator, shuffle=True, augment=True)
         # A last batch of one example is trained as officially: LeNet has no BatchNorm, and the CIFAR
         # ResNets' last BatchNorm still sees 4x4 values per channel (tests/test_models.py).
-        batches = ((x, y) for x, y, _ in self.pipeline.batches(images, labels, self.config.batch_size, draws))
-        total = -(-len(labels) // self.config.batch_size)
-        batches = with_progress(batches, total, description, self.show_progress)
-        return train_one_epoch(model, optimizer, batches, self.training_loss, amp=self.config.amp,
-                               should_stop=self.should_stop)
+        batch_size = self.config.batch_size
+        batches = ((x, y, index) for x, y, index in self.pipeline.batches(images, labels, batch_size, draws)
+                   if not drop_last or len(y) == batch_size)
+        total = len(labels) // batch_size if drop_last else -(-len(labels) // batch_size)
+        return with_progress(((x, y) for x, y, _ in batches), total, description, self.show_progress)
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy against the (noisy or confident) labels, as in the official code."""
@@ -111,11 +140,24 @@ class VisionTask:
         logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
         return class_balanced_accuracy(logits.argmax(1), self.val_labels, self.num_classes)
 
+    def test_predictions(self, model: nn.Module) -> torch.Tensor:
+        return self.logits(model, self.test_images, augment=False).argmax(1)
+
     def test(self, model: nn.Module) -> TestAccuracy:
-        predictions = self.logits(model, self.test_images, augment=False).argmax(1)
+        """Exact accuracy over every test image, and the official printout's figure: the mean of the
+        accuracies of test batches of 2 x --batch_size, the last one smaller (docs/outputs.md)."""
+        predictions = self.test_predictions(model)
         return TestAccuracy(accuracy(predictions, self.test_labels),
-                            batch_mean_accuracy(predictions, self.test_labels, self.config.eval_batch_size))
+                            batch_mean_accuracy(predictions, self.test_labels, 2 * self.config.batch_size))
 
     def training_set_logits(self, model: nn.Module) -> torch.Tensor:
         """Predictions over the whole noisy training split, for extraction (augmented by default)."""
         return self.logits(model, self.train_images, augment=not self.config.predict_clean)
+
+    def round_arrays(self, logits: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
+        """--save_rounds: the examples an extraction looked at, its model's probabilities, its choice."""
+        return {"index": self.train_index,
+                "noisy_labels": self.train_labels.cpu().numpy().astype("int64"),
+                "clean_labels": self.train_clean_labels.cpu().numpy().astype("int64"),
+                "pred_probs": torch.softmax(logits.float(), dim=1).cpu().numpy().astype("float32"),
+                "confident": mask.cpu().numpy().astype(bool)}

@@ -23,7 +23,7 @@ from data.clothing_index import INDEX_FILE_NAME, build_index, index_to_bytes, re
 from models.pretrained import build_classifier
 from tests.clothing_fixture import NUM_CLASSES, make_tiny_clothing1m
 from utils.clothing_config import ClothingConfig
-from utils.clothing_loop import predict_by_class_checkpoints
+from utils.methods.memomentum_clothing1m import predict_by_class_checkpoints
 from utils.clothing_task import open_task
 from utils.selection import rebuild_training_set
 from utils.run.distributed import gather_sharded, init_distributed, shard_for_training, shard_indices
@@ -66,16 +66,17 @@ WORKER = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     torch.set_num_threads(1)
     from utils.clothing_config import ClothingConfig
-    from utils.clothing_loop import predict_by_class_checkpoints
+    from utils.methods.memomentum_clothing1m import predict_by_class_checkpoints
     from utils.clothing_task import open_task
     from utils.selection import rebuild_training_set
     from utils.run.distributed import init_distributed
+    from tests.run.test_distributed import run_of
 
     data_root, files, out = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
     context = init_distributed("cpu")
     config = ClothingConfig(data_root=data_root, arch="resnet18", image_size=40, no_pretrain=True,
                             num_workers=0, eval_batch_size=5, skip_bad_images=True, output_dir=out + "/unused")
-    session = open_task(config, context, should_stop=lambda: False)
+    session = open_task(config, run_of(config, context))
     requested = []
     plain_batches = session.loader.batches
     def recording_batches(positions, batch_size):
@@ -113,6 +114,16 @@ WORKER = textwrap.dedent('''
 ''')
 
 
+def run_of(config, context):
+    """The run driver's side of a run, as the task sees it, without the rest of the driver."""
+    from utils.run.driver import Run
+    from utils.run.files import RunFiles
+    from utils.run.preemption import StopFlag
+    from utils.run.threads import ThreadGovernor
+
+    return Run(config, RunFiles(config.run_dir), context, StopFlag(), ThreadGovernor(1))
+
+
 def make_dataset(folder: Path):
     data = make_tiny_clothing1m(folder / "Clothing1M")
     (data.root / INDEX_FILE_NAME).write_bytes(index_to_bytes(build_index(read_all_splits(data.root, True))))
@@ -133,7 +144,7 @@ def random_checkpoints(folder: Path) -> list[str]:
 def single_process_rebuild(data_root: Path, files: list[str], out: Path) -> tuple[np.ndarray, np.ndarray]:
     config = ClothingConfig(data_root=str(data_root), arch="resnet18", image_size=40, no_pretrain=True,
                             num_workers=0, eval_batch_size=7, skip_bad_images=True, output_dir=str(out))
-    session = open_task(config, init_distributed("cpu"), should_stop=lambda: False)
+    session = open_task(config, run_of(config, init_distributed("cpu")))
     noisy = session.splits.labels[session.splits.train]
     predictions = predict_by_class_checkpoints(session, noisy, files)
     return predictions, rebuild_training_set(noisy, predictions)
@@ -173,6 +184,6 @@ def test_two_process_torchrun_predicts_once_rebuilds_identically_and_writes_once
     result = json.loads((run_dir / "result.json").read_text())
     assert result["world_size"] == 2 and result["dataset"] == "clothing1m"
     assert (tmp_path / "logs" / "results.txt").read_text().count("Best Test Acc") == 1
-    assert finished.stdout.count("Clothing.py configuration:") == 1
-    assert finished.stdout.count("outer 0 inner 0 epoch 1/1") == 1
+    assert finished.stdout.count("configuration:") == 1
+    assert finished.stdout.count("outer 0 round 0 epoch   1:") == 1
     assert not list(run_dir.glob(".*.tmp")) and not list((tmp_path / "weights").rglob(".*.tmp"))

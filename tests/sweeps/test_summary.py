@@ -101,7 +101,7 @@ def test_markdown_table(tmp_path: Path) -> None:
     lines = render_markdown(collect_summary(tmp_path)).splitlines()
     assert lines[0] == ("| Setting | Me-Momentum: reported | Me-Momentum: last epoch | seeds | "
                         "Standard (CE): reported | Standard (CE): last epoch | seeds | Paper (Me-Momentum) | "
-                        "Precision (last round) | Notes |")
+                        "Me-Momentum: precision (last round) | Notes |")
     assert lines[2] == ("| CIFAR-10 Sym-20% | 82.00 ± 2.00 | — | 3/3 | 70.00 | — | 1/3 | 91.50 | 92.00 ± 2.00 | "
                         "Standard (CE) seed 2: failed (exit 3); Standard (CE) seed 3: missing (not started) |")
     assert lines[3] == ("| CIFAR-10N Worst | — | — | 0/3 | 63.00 ± 4.24 | — | 2/3 | — | — | "

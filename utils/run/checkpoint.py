@@ -12,6 +12,10 @@ import torch
 from utils.errors import CheckpointError
 from utils.run.atomic import atomic_torch_save
 
+# The layout of the checkpoint dict (utils/run/driver.py, Run.checkpoint). 1: before the shared run
+# lifecycle; 2: each loop's own dict; 3: the run driver's header plus the loop's entries.
+CHECKPOINT_FORMAT = 3
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` atomically: a kill or a full disk mid-save leaves the previous file intact."""
@@ -95,24 +99,17 @@ def require_format(checkpoint: dict[str, Any], path: Path | None, expected: int)
                               f"started it, or start it again in another --output_dir")
 
 
-def capture_rng_states(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """torch's global generators (network initialisation) and the run's own generators.
+def capture_rng_states() -> dict[str, Any]:
+    """torch's global generators (network initialisation); the run's own generators are the task's.
 
     Nothing in this project draws from python's or numpy's global generators (every draw takes a
     seed or a private generator), so they are neither seeded nor saved.
     """
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    for name, generator in (generators or {}).items():
-        states[f"generator:{name}"] = generator.get_state()
-    return states
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def restore_rng_states(states: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-    for name, generator in (generators or {}).items():
-        generator.set_state(states[f"generator:{name}"])

@@ -1,10 +1,12 @@
 """Run configuration: one frozen dataclass per entry point is the source of truth.
 
 `RunConfig` holds the flags main.py and Clothing.py share (their help, defaults and checks,
-written once); `TrainConfig` and `ClothingConfig` add their own and override the official
-defaults that differ. The argparse parser is built from the dataclass fields (default, help
-text, choices), the parsed config is validated once, printed at start, saved as config.json and
-inside every checkpoint, and never mutated afterwards.
+written once); `TrainConfig` and `ClothingConfig` add their own, each with its official default.
+The argparse parser is built from the dataclass fields (default, help text, choices, argument
+group), the parsed config is validated once, printed at start, saved as config.json and inside
+every checkpoint, and never mutated afterwards. Flags must be written in full: argparse's
+abbreviations (`--noise_r` for `--noise_rate`) are off, so that a sweep's flags cannot slip past
+the checks that look for a flag by its name.
 """
 from __future__ import annotations
 
@@ -20,40 +22,60 @@ from utils.errors import UserError
 ConfigT = TypeVar("ConfigT")
 
 
-def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
-    """A config field that is also a command-line flag `--<name>`."""
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
+def option(default: Any, help: str, minimum: float | None = None, group: str | None = None,
+           **argparse_kwargs: Any) -> Any:
+    """A config field that is also a command-line flag `--<name>`; `minimum`: the smallest value
+    allowed (checked once, in RunConfig); `group`: its heading in --help."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "group": group, **argparse_kwargs})
 
 
-class _ConfigParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a UserError (one line, exit code 2) instead of exiting."""
+class FlagParser(argparse.ArgumentParser):
+    """argparse for every entry point: a bad flag is a UserError (one line, exit code 2) instead of
+    an exit, and flags must be written in full (no abbreviations)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
 def build_parser(config_cls: type, description: str, prog: str | None = None) -> argparse.ArgumentParser:
-    parser = _ConfigParser(description=description, prog=prog,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FlagParser(description=description, prog=prog)
+    groups: dict[str | None, Any] = {None: parser}
     for spec in dataclasses.fields(config_cls):
         meta = dict(spec.metadata)
         help_text = meta.pop("help", "")
+        meta.pop("minimum", None)
+        group = meta.pop("group", None)
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        target = groups[group]
         flag = f"--{spec.name}"
         if spec.type in (bool, "bool") and "action" not in meta:
-            parser.add_argument(flag, action="store_true", default=spec.default, help=help_text)
+            target.add_argument(flag, action="store_true", default=spec.default, help=help_text)
         elif "action" in meta:
-            parser.add_argument(flag, default=spec.default, help=help_text, **meta)
+            target.add_argument(flag, default=spec.default, help=help_text, **meta)
         else:
-            parser.add_argument(flag, type=_python_type(spec.type), default=spec.default,
-                                help=help_text, **meta)
+            target.add_argument(flag, type=_python_type(spec.type), default=spec.default, help=help_text, **meta)
     return parser
 
 
 def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None, description: str,
                  prog: str | None = None) -> ConfigT:
-    """Parse flags into a validated, frozen config (validation lives in the class's __post_init__)."""
-    namespace = build_parser(config_cls, description, prog).parse_args(argv)
-    return config_cls(**vars(namespace))
+    """Parse flags into a validated, frozen config (validation lives in the class's __post_init__).
+
+    The defaults may depend on other flags (a method's own defaults, `RunConfig.defaults_for`):
+    a first pass reads those flags, a second parses with the defaults they imply.
+    """
+    parser = build_parser(config_cls, description, prog)
+    defaults_for = getattr(config_cls, "defaults_for", None)
+    if defaults_for is not None:
+        first, _ = parser.parse_known_args(argv)
+        parser.set_defaults(**defaults_for(vars(first)))
+    return config_cls(**vars(parser.parse_args(argv)))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -61,8 +83,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_defaults(config: Any) -> dict[str, Any]:
-    """Every flag's default value (what a configuration saved before the flag existed meant)."""
-    return {spec.name: spec.default for spec in dataclasses.fields(config)}
+    """Every flag's default value for this config (what a configuration saved before the flag
+    existed meant)."""
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(config)}
+    return {**defaults, **config.defaults_for(config_to_dict(config))}
 
 
 def format_config(config: Any) -> str:
@@ -78,6 +102,15 @@ def _python_type(annotation: Any) -> type:
     return annotation
 
 
+def check_minimums(config: Any) -> None:
+    """Every flag declared with a `minimum` is at least that."""
+    for spec in dataclasses.fields(config):
+        minimum = spec.metadata.get("minimum")
+        value = getattr(config, spec.name)
+        if minimum is not None and value is not None:
+            require(value >= minimum, f"--{spec.name} must be at least {minimum:g}, got {value}")
+
+
 def require(condition: bool, message: str) -> None:
     """Raise a UserError with `message` unless `condition` holds."""
     if not condition:
@@ -89,20 +122,15 @@ SEED_LIMIT = 2**32  # numpy's RandomState and the official noise code accept 0 <
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The flags of both loops. Defaults are main.py's; ClothingConfig overrides the official ones
-    that differ (lr, weight decay, batch size, epochs, inner rounds)."""
+    """The flags of both entry points with the same meaning and default. Each entry point declares
+    its own official learning rate, weight decay, batch size, epochs and inner rounds."""
 
     # --- official flags ---
     seed: int = option(1, "random seed (noise, split, initialisation, shuffling, augmentation)")
-    lr: float = option(0.01, "initial learning rate of SGD (momentum 0.9)")
-    weight_decay: float = option(1e-4, "weight decay of SGD")
-    batch_size: int = option(128, "training batch size")
-    n_epoch: int = option(100, "epochs per warm-up and per inner round")
     model_dir: str = option("model", "folder for the official-style weight files")
-    max_outer_loop: int = option(3, "outer rounds (each starts a fresh network)")
-    max_inner_loop: int = option(20, "at most max_inner_loop - 1 inner rounds per outer round")
+    max_outer_loop: int = option(3, "outer rounds (each starts a fresh network)", minimum=1)
     # --- ours ---
-    output_dir: str = option("", "run folder (default: under runs/, named after the settings)")
+    output_dir: str = option("", "run folder (default: runs/ followed by a name made of the settings)")
     resume: str = option("", "'auto' continues the run in --output_dir if it has a checkpoint (and "
                              "skips a finished one); or a checkpoint path")
     checkpoint_every: float = option(60.0, "seconds between writes of the whole resumable state (also "
@@ -120,27 +148,38 @@ class RunConfig:
     compile: str = option("off", "torch.compile the network: off, default, reduce-overhead (CUDA graphs) "
                                  "or max-autotune; a bare --compile means default; same numbers up to "
                                  "last-bit rounding", choices=COMPILE_MODES, nargs="?", const="default")
-    save_rounds: bool = option(False, "write the examples of every extraction (their index, labels, "
-                                      "predicted probabilities, and which were kept) to RUN_DIR/rounds/")
-    eval_batch_size: int = option(256, "batch size for validation, test and extraction (inference only)")
-    num_threads: int = option(0, "CPU threads for torch (0: torch's default, all cores); 1 is often "
-                                 "fastest on a shared or busy CPU")
+    save_rounds: bool = option(False, "write the examples of every round (their index, labels, the "
+                                      "model's predictions, and which were kept) to RUN_DIR/rounds/")
+    eval_batch_size: int = option(256, "batch size for validation and extraction (inference only)", minimum=1)
+    num_threads: int = option(0, "CPU threads for torch; 0: all usable cores while no other process "
+                                 "uses them, fewer while others do (docs/performance.md)")
     no_progress: bool = option(False, "no progress bar even on a terminal")
+    tensorboard: bool = option(False, "also write per-epoch metrics as TensorBoard scalars")
 
-    # Flags that change neither the numbers nor the trajectory of a run: they may differ on --resume.
+    # Flags that may differ when a run is resumed: they change neither the method nor its settings
+    # (where they change the last bits of sums, as another machine would: docs/options.md).
     RESUME_NEUTRAL_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "resume", "output_dir", "model_dir", "no_progress", "eval_batch_size", "num_threads",
-        "checkpoint_every", "save_rounds",
+        "checkpoint_every", "save_rounds", "tensorboard",
     })
 
     def __post_init__(self) -> None:
+        check_minimums(self)
         require(0 <= self.seed < SEED_LIMIT, f"--seed must be in [0, 2**32), got {self.seed}")
-        for name in ("batch_size", "n_epoch", "max_outer_loop", "max_inner_loop", "eval_batch_size"):
-            require(getattr(self, name) >= 1, f"--{name} must be at least 1, got {getattr(self, name)}")
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         require(self.checkpoint_every >= 0, f"--checkpoint_every must be >= 0 seconds, got {self.checkpoint_every}")
         require(self.num_threads >= 0, f"--num_threads must be >= 0, got {self.num_threads}")
+
+    @classmethod
+    def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        """Defaults that depend on other flags (e.g. a method's own); none here."""
+        return {}
+
+    @property
+    def trains(self) -> bool:
+        """Whether this invocation trains (main.py --noise_only only writes the noisy labels)."""
+        return True
 
     @property
     def run_name(self) -> str:

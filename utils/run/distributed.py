@@ -41,15 +41,20 @@ class DistContext:
         return self.world_size > 1
 
 
+def single_process(device_name: str = "auto") -> DistContext:
+    """A run of one process (main.py): world size 1, the device --device names."""
+    return DistContext(0, 1, 0, 1, select_device(device_name))
+
+
 def init_distributed(device_name: str = "auto", timeout_minutes: int = 60) -> DistContext:
     """Read torchrun's environment, pick this process's device and join the process group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-    device = select_device(device_name)
     if world_size == 1:
-        return DistContext(0, 1, 0, 1, device)
+        return single_process(device_name)
+    device = select_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)  # one GPU per process, whatever --device names
         torch.cuda.set_device(device)

@@ -1,4 +1,4 @@
-"""One run's life, the same for main.py and Clothing.py.
+"""The decisions and pieces of a run's life that the run driver (utils/run/driver.py) puts in order.
 
     start_run         refuse to overwrite a run without --resume; on --resume auto skip a finished
                       run (unless it was made with other settings: then say so); load and check the
@@ -7,12 +7,9 @@
                       metrics.jsonl back to what the checkpoint had seen
     Checkpointer      writes the loop's whole state every --checkpoint_every seconds, at the end and
                       when a stop is requested (the state of the last finished epoch, kept in memory)
-    finish_run        result.json, the official logs/results.txt line, the final printed line
-    run_entry_point   turns every way a run can end into one line and an exit code (utils/errors.py)
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +17,10 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from utils.errors import (EXIT_INTERRUPTED, EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USER_ERROR, UserError,
-                          report)
+from utils.errors import UserError
 from utils.run.checkpoint import config_differences, load_compatible_checkpoint, resume_path, save_checkpoint
 from utils.run.config import RunConfig, config_defaults, config_to_dict
-from utils.run.files import RunFiles, append_results_log, check_folder
-from utils.run.preemption import NonFiniteLoss, Preempted
+from utils.run.files import RunFiles, check_folder
 
 
 @dataclass(frozen=True)
@@ -129,36 +124,3 @@ def cpu_copy(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(cpu_copy(item) for item in value)
     return value
-
-
-def finish_run(config: RunConfig, files: RunFiles, result: dict[str, Any], title: str) -> None:
-    """result.json and the official text log (main process only)."""
-    files.write_result(result)
-    append_results_log(title, repr(config), config.seed, result["test_acc"])
-
-
-def run_entry_point(body: Callable[[], int], is_main: Callable[[], bool] = lambda: True) -> int:
-    """Run `body`, turning every way it can end into an exit code and (on the main process) one line."""
-
-    def say(line: str) -> None:
-        if is_main():
-            print(" ".join(line.split()), file=sys.stderr, flush=True)
-
-    try:
-        return body()
-    except UserError as error:
-        return report(error) if is_main() else error.exit_code
-    except NonFiniteLoss as error:
-        say(f"error: {error}")
-        return EXIT_NON_FINITE
-    except Preempted as stop:
-        say(f"stopped ({stop.signal_name or 'stop requested'}): {stop}; continue with --resume auto")
-        return EXIT_INTERRUPTED if stop.signal_name == "SIGINT" else EXIT_PREEMPTED
-    except KeyboardInterrupt:
-        say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
-        return EXIT_INTERRUPTED
-    except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
-        say(f"error: cannot read or write{where}: {error.strerror or error} (check the path, its "
-            f"permissions and the free disk space; nothing written before was lost)")
-        return EXIT_USER_ERROR

@@ -1,10 +1,10 @@
 """Stop requests: SLURM sends SIGUSR1 (with --signal) or SIGTERM before it kills a job; a person
 presses Ctrl-C (SIGINT).
 
-The handler only records the request; the training loop checks it between batches, abandons
-the epoch in progress, writes the state of the last finished epoch and stops with Preempted:
-the entry point exits with EXIT_PREEMPTED (75), or EXIT_INTERRUPTED (130) for Ctrl-C, and
-`--resume auto` continues. A second Ctrl-C interrupts at once (the last written checkpoint stays).
+The handler only records the request; the run driver checks it between batches, abandons the
+epoch in progress, writes the state of the last finished epoch and ends with StopRequested
+(utils/errors.py): exit code 75, or 130 for Ctrl-C, and `--resume auto` continues. A second Ctrl-C
+interrupts at once (the last written checkpoint stays).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1/SIGINT; installed once per process by the entry point."""
+    """Set by SIGTERM/SIGUSR1/SIGINT once installed (by the run driver, once per process)."""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
@@ -34,15 +34,3 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.signal_name is not None
-
-
-class Preempted(Exception):
-    """The run stopped on request after saving; `signal_name` says which signal asked."""
-
-    def __init__(self, message: str, signal_name: str | None = None) -> None:
-        super().__init__(message)
-        self.signal_name = signal_name
-
-
-class NonFiniteLoss(Exception):
-    """Training produced NaN/inf; the message names the epoch and the last good checkpoint."""

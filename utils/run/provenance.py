@@ -9,14 +9,24 @@ import numpy as np
 import torch
 
 
-def git_commit(repo_dir: str | Path | None = None) -> str | None:
-    folder = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # this file is utils/run/provenance.py
+
+
+def git_state(repo_dir: str | Path = REPO) -> tuple[str | None, bool | None]:
+    """(the commit of the code, whether its tracked files had uncommitted changes); None where unknown."""
+    commit = _git(repo_dir, "rev-parse", "HEAD")
+    if not commit:
+        return None, None
+    changes = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
+    return commit, None if changes is None else bool(changes)
+
+
+def _git(repo_dir: str | Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
 
 
 def versions() -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from data.presets import HUMAN_NOISE_TYPES, PRESETS, noise_types_for
 from utils.errors import UserError
-from utils.methods import METHODS
+from utils.methods import METHODS, method_order
 from utils.run.atomic import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # this file is utils/sweeps/grid.py
@@ -439,8 +439,3 @@ def settings_from_record(record: dict[str, Any]) -> list[Setting]:
     grid = record["grid"]
     return list(parse_grid({k: v for k, v in grid.items() if k in GRID_KEYS}, grid.get("name", ""),
                            SWEEP_FILE).settings)
-
-
-def method_order(method: str) -> tuple[int, str]:
-    """Sort key: the methods in utils.methods.METHODS order, unknown ones after them."""
-    return (METHODS.index(method) if method in METHODS else len(METHODS), method)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from data.presets import HUMAN_NOISE_TYPES
 from utils.errors import UserError
-from utils.methods import METHOD_TITLES, METHODS
+from utils.methods import METHODS, method_order, method_title
 from utils.run.atomic import atomic_write_text
 from utils.run.files import RunFiles
 from utils.sweeps.grid import (
@@ -29,7 +29,6 @@ from utils.sweeps.grid import (
     available_grids,
     check_seeds,
     load_grid,
-    method_order,
     read_sweep_record,
     settings_from_record,
 )
@@ -176,7 +175,7 @@ def _run_of_folder(folder: Path) -> tuple[Setting, str, int]:
     config = {**(RunFiles(folder).read_config() or {}),
               **{key: value for key, value in (result or {}).items() if value is not None}}
     dataset, noise_type = config.get("dataset"), config.get("noise_type")
-    method, seed = config.get("method", METHODS[0]), config.get("seed", 0)
+    method, seed = config.get("method", next(iter(METHODS))), config.get("seed", 0)
     if not isinstance(dataset, str) or not isinstance(noise_type, str):
         raise UserError("its config.json and result.json name no dataset and noise_type")
     if method not in METHODS:
@@ -192,18 +191,20 @@ def _run_of_folder(folder: Path) -> tuple[Setting, str, int]:
 # --------------------------------------------------------------------------- table content
 
 
-def method_title(method: str) -> str:
-    return METHOD_TITLES.get(method, method)
-
-
 def run_notes(row: SettingRow) -> list[str]:
     """'Standard (CE) seed 2: failed (exit 3)': one note per run of the row that gave no number."""
     return [f"{method_title(o.method)} seed {o.seed}: {o.reason}"
             for cell in row.cells.values() for o in cell.outcomes if o.status != "finished"]
 
 
+def precision_methods(summary: Summary) -> list[str]:
+    """The methods whose runs report the label precision of a confident set (per round)."""
+    return [method for method in summary.methods
+            if any(row.cells[method].precisions for row in summary.rows)]
+
+
 def has_precision(summary: Summary) -> bool:
-    return "memomentum" in summary.methods
+    return bool(precision_methods(summary))
 
 
 def table_header(summary: Summary) -> list[str]:
@@ -211,8 +212,7 @@ def table_header(summary: Summary) -> list[str]:
     for method in summary.methods:
         header += [f"{method_title(method)}: reported", f"{method_title(method)}: last epoch", "seeds"]
     header.append("Paper (Me-Momentum)")
-    if has_precision(summary):
-        header.append("Precision (last round)")
+    header += [f"{method_title(method)}: precision (last round)" for method in precision_methods(summary)]
     header.append("Notes")
     return header
 
@@ -232,8 +232,7 @@ def table_cells(row: SettingRow, summary: Summary, plus_minus: str = "±") -> li
                   f"{cell.finished}/{cell.expected}"]
     paper = row.setting.paper_test_acc
     cells.append(DASH if paper is None else f"{paper:.2f}")
-    if has_precision(summary):
-        cells.append(format_mean_std(row.cells["memomentum"].precisions, plus_minus))
+    cells += [format_mean_std(row.cells[method].precisions, plus_minus) for method in precision_methods(summary)]
     cells.append("; ".join(run_notes(row)))
     return cells
 
@@ -265,7 +264,7 @@ CAPTION = ("Test accuracy (%) on the clean test set, mean ± sample standard dev
            "seeds. Reported: of the model with the best validation accuracy (noisy, class-balanced), "
            "as in the paper; last epoch: of the model at the run's last epoch (— for runs that "
            "predate it; (n=k): only k seeds have it). Seeds: finished/planned.")
-PRECISION_NOTE = "Precision: label precision (%) of Me-Momentum's confident set in its last round."
+PRECISION_NOTE = "Precision: label precision (%) of the confident set of the method's last round."
 
 
 def render_markdown(summary: Summary) -> str:
@@ -294,8 +293,8 @@ def render_csv(summary: Summary) -> str:
         header += [f"{method}_{k}" for k in ("mean", "std", "last_mean", "last_std", "finished", "expected",
                                              *STATUSES[1:], "seeds")]
         header += [f"{method}_{key}s" for key in PER_SEED_KEYS] + [f"{method}_best_ats"]
-    if has_precision(summary):
-        header += ["memomentum_precision_mean", "memomentum_precision_std"]
+    for method in precision_methods(summary):
+        header += [f"{method}_precision_mean", f"{method}_precision_std"]
     header.append("notes")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -312,8 +311,8 @@ def render_csv(summary: Summary) -> str:
             values.append(";".join(str(o.seed) for o in finished))
             values += [";".join(_per_seed(getattr(o, key)) for o in finished) for key in PER_SEED_KEYS]
             values.append(";".join("" if o.best_at is None else "/".join(map(str, o.best_at)) for o in finished))
-        if has_precision(summary):
-            values += [_blank(v) for v in mean_std(row.cells["memomentum"].precisions)]
+        for method in precision_methods(summary):
+            values += [_blank(v) for v in mean_std(row.cells[method].precisions)]
         values.append("; ".join(run_notes(row)))
         writer.writerow(values)
     return buffer.getvalue()

@@ -1,0 +1,37 @@
+"""What each entry point trains: from its configuration, the data, the task and the method's loop,
+handed to the run driver (utils/run/driver.py) as `open_loop`.
+
+    open_vision_loop     main.py: MNIST, CIFAR-10/100 or digits with their noisy labels and split
+    open_clothing_loop   Clothing.py: Clothing1M from its index, on one process or under torchrun
+"""
+from __future__ import annotations
+
+from utils.clothing_task import open_task
+from utils.methods import METHODS
+from utils.run.driver import Run
+from utils.run.files import check_file_target
+from utils.run.loop import Loop
+from utils.vision_task import VisionTask, describe_noise, load_dataset, save_noisy_labels
+
+
+def open_vision_loop(run: Run) -> Loop | None:
+    """Read the dataset, make its noisy labels and split (and export them on request), then build the
+    task and the method's loop; None with --noise_only."""
+    config = run.config
+    if config.save_noisy_labels:
+        check_file_target(config.save_noisy_labels, "--save_noisy_labels")
+    dataset = load_dataset(config)
+    run.log(describe_noise(dataset, config))
+    if config.save_noisy_labels:
+        run.log(f"noisy labels written to {save_noisy_labels(config.save_noisy_labels, dataset, config)}")
+    if not config.trains:
+        return None
+    method = METHODS[config.method]
+    task = VisionTask(config, dataset, run.device, show_progress=run.show_progress)
+    return method.loop_class()(task, run, method.title)
+
+
+def open_clothing_loop(run: Run) -> Loop:
+    """Read Clothing1M's index and build the task (and the process group's share) and the loop."""
+    method = METHODS[run.config.method]
+    return method.loop_class(clothing=True)(open_task(run.config, run), run, f"Clothing1M {method.title}")

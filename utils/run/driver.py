@@ -1,0 +1,247 @@
+"""The run driver: every training run, whatever its method and its data, goes from start to end here.
+
+    run_training(parse, open_loop, distributed)
+        the configuration, printed → device (and torchrun's processes), threads → start, refuse,
+        skip a finished run, or resume (utils/run/lifecycle.py) → seed → the loop (`open_loop` reads
+        the data and builds the task and the method's loop) → the run folder → restore → train →
+        test the last model, final checkpoint → result.json, logs/results.txt, the final line;
+        and every way it can end, as one line and an exit code (utils/errors.py).
+
+`Run` is the driver's side of a run as a loop sees it (utils/run/loop.py): the log, metrics.jsonl,
+weight files, checkpoints every --checkpoint_every seconds, and stop requests. Only the main
+process writes files and logs; under torchrun the collective steps run on every process.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from utils.errors import StopRequested, exit_code_of
+from utils.run.atomic import atomic_torch_save
+from utils.run.checkpoint import CHECKPOINT_FORMAT, capture_rng_states, require_format, restore_rng_states
+from utils.run.config import RunConfig, config_to_dict, format_config
+from utils.run.distributed import DistContext, any_rank, cleanup, init_distributed, single_process
+from utils.run.files import RunFiles, append_results_log
+from utils.run.lifecycle import Checkpointer, RunStart, open_run_folder, start_run
+from utils.run.loop import Loop
+from utils.run.preemption import StopFlag
+from utils.run.progress import progress_enabled
+from utils.run.provenance import describe_device, git_state, versions
+from utils.run.threads import ThreadGovernor
+
+STOP_POLL_EVERY = 8  # batches between collective checks for a stop request under torchrun
+
+
+def run_training(parse: Callable[[], RunConfig], open_loop: Callable[["Run"], Loop | None],
+                 distributed: bool = False) -> int:
+    """Parse the flags, run the loop `open_loop` builds, and return the exit code (never raises).
+
+    `distributed`: join torchrun's process group when launched by it (Clothing.py).
+    """
+    contexts: list[DistContext] = []
+
+    def body() -> int:
+        config = parse()
+        context = init_distributed(config.device) if distributed else single_process(config.device)
+        contexts.append(context)
+        return drive(config, context, open_loop)
+
+    try:
+        return exit_code_of(body, is_main=lambda: not contexts or contexts[0].is_main)
+    finally:
+        if distributed:
+            cleanup()
+
+
+def drive(config: RunConfig, context: DistContext, open_loop: Callable[["Run"], Loop | None]) -> int:
+    say = print if context.is_main else (lambda *args, **kwargs: None)
+    say(f"configuration:\n{format_config(config)}", flush=True)
+    governor = ThreadGovernor(config.num_threads)
+    files = RunFiles(config.run_dir)
+    start = start_run(config, files) if config.trains else RunStart()
+    if start.finished:
+        say(f"{files.result} exists: this run has finished (delete the folder to run it again)")
+        return 0
+    torch.manual_seed(config.seed)  # network initialisation, as the official code seeds it
+    run = Run(config, files, context, StopFlag().install(), governor)
+    loop = open_loop(run)
+    if loop is None:  # nothing to train (main.py --noise_only)
+        return 0
+    say(f"device: {describe_device(context.device)}; threads: {governor.describe()}; run folder: "
+        f"{files.run_dir}", flush=True)
+    if context.is_main:
+        open_run_folder(config, files, start)
+    if start.checkpoint is not None:
+        run.restore(loop, start.checkpoint, start.checkpoint_path)
+    try:
+        run.train(loop)
+    finally:
+        run.close()
+    result = run.result(loop)
+    if context.is_main:
+        files.write_result(result)
+        append_results_log(loop.title, repr(config), config.seed, result["test_acc_official"])
+    last = "n/a" if loop.state.test_acc_last is None else f"{loop.state.test_acc_last:.2f}"
+    say(f"{loop.title}: best validation accuracy {result['best_val_acc']:.2f}, test accuracy "
+        f"{result['test_acc']:.2f} (last epoch {last}; {result['wall_time_s']:.0f}s); results in {files.result}",
+        flush=True)
+    return 0
+
+
+class Run:
+    """The driver's side of one run, as its loop sees it."""
+
+    def __init__(self, config: RunConfig, files: RunFiles, context: DistContext, stop_flag: StopFlag,
+                 governor: ThreadGovernor) -> None:
+        self.config = config
+        self.files = files
+        self.context = context
+        self.stop_flag = stop_flag
+        self.governor = governor
+        self.show_progress = context.is_main and progress_enabled(config.no_progress)
+        self.checkpointer = Checkpointer(files.checkpoint, config.checkpoint_every, enabled=context.is_main)
+        self.scalar_log = None
+        if config.tensorboard and context.is_main:
+            from utils.run.tensorboard import ScalarLog  # lazy: pulls in tensorboard
+            self.scalar_log = ScalarLog(files.run_dir / "tensorboard")
+        self.config_dict = config_to_dict(config)
+        self.elapsed_before = 0.0
+        self.started = time.time()
+        self.polls = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.context.is_main
+
+    def log(self, line: str) -> None:
+        if self.is_main:
+            print(line, flush=True)
+
+    def elapsed_s(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    # ------------------------------------------------------------------ stop requests
+    def should_stop(self) -> bool:
+        """Asked after every training batch (the engine's `should_stop`): adjusts the threads, and
+        says whether to stop (under torchrun: every STOP_POLL_EVERY batches, all ranks together)."""
+        self.governor.poll()
+        self.polls += 1
+        if not self.context.distributed:
+            return self.stop_flag()
+        return self.polls % STOP_POLL_EVERY == 0 and self.stop_requested()
+
+    def stop_requested(self) -> bool:
+        """The same answer on every rank (collective under torchrun)."""
+        return any_rank(self.stop_flag(), self.device)
+
+    def stop_if_requested(self) -> None:
+        if self.stop_requested():
+            raise StopRequested("stopped between epochs", self.stop_flag.signal_name)
+
+    # ------------------------------------------------------------------ what loops record
+    def record_epoch(self, loop: Loop, record: dict[str, Any], after_checkpoint: Callable[[], None] | None) -> None:
+        if self.is_main:
+            self.files.append_metrics(record)
+            if self.scalar_log is not None:
+                self.scalar_log.log_epoch(record, loop.state.epochs_run)
+        test = "" if record["test_acc"] is None else f" test {record['test_acc']:.2f}"
+        self.log(f"{record['phase']:<6} outer {record['outer']} round {record['inner']} epoch "
+                 f"{record['epoch']:>3}: loss {record['train_loss']:.4f} train {record['train_acc']:.2f} "
+                 f"val {record['val_acc']:.2f}{test} lr {record['lr']:g} ({record['seconds']:.1f}s)")
+        self.checkpoint_soon(loop, after_checkpoint)
+        self.stop_if_requested()
+
+    def record_round(self, record: dict[str, Any], line: str) -> None:
+        if self.is_main:
+            self.files.append_metrics(record)
+            if self.scalar_log is not None:
+                self.scalar_log.log_round(record, self.polls)
+        self.log(line)
+
+    def write_weights(self, which: str, weights: dict[str, torch.Tensor], official: Path | None) -> None:
+        """RUN_DIR/{which}.pt and, when given, its official copy (main process only)."""
+        if self.is_main:
+            atomic_torch_save(self.files.weights(which), weights)
+            if official is not None:
+                atomic_torch_save(official, weights)
+
+    def save_round(self, outer: int, inner: int, arrays: Callable[[], dict[str, np.ndarray]]) -> None:
+        if self.config.save_rounds and self.is_main:
+            self.files.write_round(outer, inner, arrays())
+
+    def last_checkpoint(self) -> str:
+        return str(self.files.checkpoint) if self.files.checkpoint.exists() else "none yet"
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, loop: Loop) -> dict[str, Any]:
+        """The whole resumable state (collective: every rank's generator states are gathered)."""
+        rng = capture_rng_states()
+        rng.update({f"generator:{name}": state for name, state in loop.task.generator_states().items()})
+        return {"format": CHECKPOINT_FORMAT, "config": self.config_dict, "world_size": self.context.world_size,
+                "loop": loop.state.to_dict(), "rng": rng, "metrics_size": self.files.metrics_size(),
+                "elapsed_s": self.elapsed_s(), **loop.state_dict()}
+
+    def checkpoint_soon(self, loop: Loop, after_write: Callable[[], None] | None = None) -> None:
+        state = self.checkpoint(loop)
+        if self.is_main:
+            self.checkpointer.save_soon(state, live=loop.LIVE_ENTRIES, on_write=after_write)
+
+    def restore(self, loop: Loop, saved: dict[str, Any], path: Path | None) -> None:
+        """Continue `loop` from `saved` exactly: its objects are rebuilt first, random states last."""
+        require_format(saved, path, CHECKPOINT_FORMAT)
+        if saved["world_size"] != self.context.world_size:
+            self.log(f"WARNING: the checkpoint was written by {saved['world_size']} process(es), this run has "
+                     f"{self.context.world_size}: batches and augmentation will differ from an uninterrupted run")
+        loop.state = loop.State.from_dict(saved["loop"])
+        loop.load_state_dict(saved)
+        self.elapsed_before, self.started = saved["elapsed_s"], time.time()
+        restore_rng_states(saved["rng"])
+        generators = {key.removeprefix("generator:"): value for key, value in saved["rng"].items()
+                      if key.startswith("generator:")}
+        loop.task.restore_generators(generators)
+        s = loop.state
+        self.log(f"resumed from {path}: outer {s.outer}, round {s.inner}, epoch {s.epoch}")
+
+    # ------------------------------------------------------------------ start to end
+    def train(self, loop: Loop) -> None:
+        """Train until the loop has finished; then test its last model and write the final checkpoint.
+        A stop request writes the state of the last finished epoch first."""
+        try:
+            if not loop.state.finished:
+                loop.train()
+                model = loop.final_model()
+                loop.state.test_acc_last = loop.task.test(model).exact if model is not None else None
+                loop.state.finished = True
+                state = self.checkpoint(loop)
+                if self.is_main:
+                    self.checkpointer.write_now(state)
+        except StopRequested as stop:
+            self.checkpointer.flush()
+            raise StopRequested(f"the state of the last finished epoch is in {self.last_checkpoint()}",
+                                self.stop_flag.signal_name) from None
+
+    def close(self) -> None:
+        if self.scalar_log is not None:
+            self.scalar_log.close()
+
+    def result(self, loop: Loop) -> dict[str, Any]:
+        """result.json: the keys every run has, then the task's and the loop's own."""
+        s = loop.state
+        commit, dirty = git_state()
+        return {
+            "method": self.config.method, **loop.task.describe(), "seed": self.config.seed,
+            "best_val_acc": s.best_val_acc, "test_acc": s.test_acc, "test_acc_official": s.test_acc_official,
+            "test_acc_last": s.test_acc_last, "best_at": s.best_at, "rounds": s.rounds, "epochs": s.epochs_run,
+            **loop.result_fields(),
+            "wall_time_s": round(self.elapsed_s(), 2), "device": describe_device(self.device),
+            "world_size": self.context.world_size, "git_commit": commit, "git_dirty": dirty,
+            "versions": versions(), "config": self.config_dict,
+        }
