@@ -1,22 +1,26 @@
-"""Networks by name: `build_model("lenet" | "resnet18" | "resnet34", num_classes)`."""
+"""Networks by name: `build_model(name, num_classes, in_channels)`, for `--network` and the datasets' presets."""
 from __future__ import annotations
 
 from typing import Callable
 
 from torch import nn
 
+from models.cnn9 import CNN9
 from models.lenet import LeNet
 from models.resnet import resnet18, resnet34
 
-MODEL_BUILDERS: dict[str, Callable[[int], nn.Module]] = {
-    "lenet": lambda num_classes: LeNet(num_classes),
-    "resnet18": resnet18,
+MODEL_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
+    "lenet": LeNet,
+    "resnet18": resnet18,     # the CIFAR-style ResNets of the official code
     "resnet34": resnet34,
+    "cnn9": CNN9,             # Co-teaching's 9-layer CNN
 }
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """A freshly initialised network (draws from torch's global generator, like the official code)."""
+def build_model(name: str, num_classes: int, in_channels: int | None = None) -> nn.Module:
+    """A freshly initialised network (draws from torch's global generator, like the official code);
+    `in_channels`: the images' channels (None: the network's own default, 1 for LeNet, else 3)."""
     if name not in MODEL_BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name](num_classes)
+    builder = MODEL_BUILDERS[name]
+    return builder(num_classes) if in_channels is None else builder(num_classes, in_channels)

@@ -54,9 +54,9 @@ class CifarResNet(nn.Module):
         return self.linear(torch.flatten(self.avgpool(out), 1))
 
 
-def resnet18(num_classes: int) -> CifarResNet:
-    return CifarResNet((2, 2, 2, 2), num_classes)
+def resnet18(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    return CifarResNet((2, 2, 2, 2), num_classes, in_channels)
 
 
-def resnet34(num_classes: int) -> CifarResNet:
-    return CifarResNet((3, 4, 6, 3), num_classes)
+def resnet34(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    return CifarResNet((3, 4, 6, 3), num_classes, in_channels)

@@ -111,3 +111,15 @@ def test_cifar_resnets_train_on_a_batch_of_one_and_small_imagenet_resnets_would_
         small(torch.randn(1, 3, 32, 32))
     small(torch.randn(1, 3, 40, 40))
     assert not batch_of_one_trains(32) and batch_of_one_trains(40) and batch_of_one_trains(256)
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
+def test_coteaching_cnn_takes_mnist_and_cifar_images_and_drops_out_in_evaluation_as_its_authors_code(size, channels):
+    torch.manual_seed(0)
+    images = torch.randn(4, channels, size, size)
+    model = build_model("cnn9", 10, channels).eval()
+    first, second = model(images), model(images)
+    assert first.shape == (4, 10) and not torch.equal(first, second)  # dropout2d stays on in eval
+    model.dropout_in_eval = False
+    assert torch.equal(model(images), model(images))
+    assert sum(p.numel() for p in model.parameters()) > 4_000_000  # 9 conv layers of 128-512 channels

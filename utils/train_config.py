@@ -45,8 +45,8 @@ class VisionConfig(RunConfig):
     noise_rate: float = option(0.2, "corruption rate in [0, 1) for synthetic noise")
     # --- ours ---
     method: str = option("memomentum", describe_methods(), choices=tuple(METHODS))
-    network: str = option("", "the network (default: the dataset's: LeNet for MNIST and digits, "
-                              "ResNet-18 for CIFAR-10, ResNet-34 for CIFAR-100)")
+    network: str = option("", "the network: lenet, resnet18, resnet34 or cnn9 (Co-teaching's CNN); default: the "
+                              "dataset's (LeNet for MNIST and digits, ResNet-18 for CIFAR-10, ResNet-34 for CIFAR-100)")
     select: str = option("agree", "confident examples: agree = prediction equals noisy label "
                                   "(official); small_loss = per class, the same number of examples "
                                   "with the smallest cross-entropy", choices=SELECTIONS)

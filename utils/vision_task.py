@@ -83,7 +83,7 @@ class VisionTask:
 
     def new_model(self) -> nn.Module:
         """A fresh network (initialised from torch's global generator, seeded once per run)."""
-        model = build_model(self.config.network_name, self.num_classes).to(self.device)
+        model = build_model(self.config.network_name, self.num_classes, self.train_images.shape[1]).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return compile_network(model, self.config.compile)
