@@ -8,7 +8,7 @@ comes from one seeded `torch.Generator`, whose state goes into every checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -106,23 +106,26 @@ class VisionTask:
     def train_epoch(self, trainer: Trainer, subset: torch.Tensor | None, description: str,
                     should_stop: Callable[[], bool] | None = None) -> EpochStats:
         """One shuffled, augmented pass over the training examples at positions `subset` (None: all)."""
-        return train_one_epoch(trainer.model, trainer.optimizer, self.training_batches(subset, description),
-                               self.training_loss, amp=self.config.amp, should_stop=should_stop)
+        batches = ((images, labels) for images, labels, _ in self.training_batches(subset, description))
+        return train_one_epoch(trainer.model, trainer.optimizer, batches, self.training_loss, amp=self.config.amp,
+                               should_stop=should_stop)
 
     def training_batches(self, subset: torch.Tensor | None, description: str,
-                         drop_last: bool = False) -> Any:
-        """(images, labels) of one shuffled, augmented pass over the examples at `subset` (None: all),
-        the last batch smaller unless `drop_last`; a progress bar on a terminal."""
+                         drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(images, labels, their positions in the training split) of one shuffled, augmented pass over
+        the examples at `subset` (None: all), the last batch smaller unless `drop_last`; a progress bar
+        on a terminal."""
         images = self.train_images if subset is None else self.train_images.index_select(0, subset)
         labels = self.train_labels if subset is None else self.train_labels.index_select(0, subset)
         draws = self.pipeline.draw_epoch(len(labels), self.generator, shuffle=True, augment=True)
         # A last batch of one example is trained as officially: LeNet has no BatchNorm, and the CIFAR
         # ResNets' last BatchNorm still sees 4x4 values per channel (tests/test_models.py).
         batch_size = self.config.batch_size
-        batches = ((x, y, index) for x, y, index in self.pipeline.batches(images, labels, batch_size, draws)
+        batches = ((x, y, index if subset is None else subset.index_select(0, index))
+                   for x, y, index in self.pipeline.batches(images, labels, batch_size, draws)
                    if not drop_last or len(y) == batch_size)
         total = len(labels) // batch_size if drop_last else -(-len(labels) // batch_size)
-        return with_progress(((x, y) for x, y, _ in batches), total, description, self.show_progress)
+        return with_progress(batches, total, description, self.show_progress)
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy against the (noisy or confident) labels, as in the official code."""

@@ -218,7 +218,7 @@ class Run:
             if not loop.state.finished:
                 loop.train()
                 model = loop.final_model()
-                loop.state.test_acc_last = loop.task.test(model).exact if model is not None else None
+                loop.state.test_acc_last = loop.test(model).exact if model is not None else None
                 loop.state.finished = True
                 state = self.checkpoint(loop)
                 if self.is_main:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from utils.errors import NonFiniteLoss
+from utils.metrics import TestAccuracy
 
 
 @dataclass
@@ -101,6 +102,11 @@ class Loop:
     def result_fields(self) -> dict[str, Any]:
         return {}
 
+    def test(self, model: nn.Module) -> TestAccuracy:
+        """The model's test accuracy, exact and as the method's own code reports it (the task's way,
+        unless the method's authors measure it otherwise)."""
+        return self.task.test(model)
+
     # ------------------------------------------------------------------ the steps every loop takes
     def epoch_record(self, phase: str, train_loss: float, train_acc: float, val_acc: float, lr: float,
                      train_size: int, started: float, **extra: Any) -> dict[str, Any]:
@@ -137,13 +143,15 @@ class Loop:
         self.state.rounds.append(record if summary is None else summary)
         self.run.record_round(record, line)
 
-    def keep_best_and_test(self, val_acc: float, model: nn.Module) -> float | None:
-        """When `val_acc` beats the best so far: test this model (the reported figure), remember where
-        it was taken and write its weights (best.pt); returns its test accuracy, else None."""
+    def keep_best_and_test(self, val_acc: float, model: nn.Module,
+                           tested: TestAccuracy | None = None) -> float | None:
+        """When `val_acc` beats the best so far: test this model (the reported figure; `tested`: its
+        test accuracy, when measured already), remember where it was taken and write its weights
+        (best.pt); returns its test accuracy, else None."""
         s = self.state
         if not val_acc > s.best_val_acc:
             return None
-        test = self.task.test(model)
+        test = tested if tested is not None else self.test(model)
         s.best_val_acc, s.test_acc, s.test_acc_official = val_acc, test.exact, test.official
         s.best_at = {"outer": s.outer, "inner": s.inner, "epoch": s.epoch}
         self.write_weights("best", cpu_weights(model))
