@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "main.py"
 
@@ -47,3 +49,52 @@ def comparable(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for key in ("config", "git_commit", "device", "versions"):
         result.pop(key, None)
     return without_timing(result), without_timing(metrics)
+
+
+class SimulatedKill(BaseException):
+    """Stands for SIGKILL inside the process: nothing after it runs, no handler sees it."""
+
+
+def main_main(argv: list[str]) -> int:
+    """main.py's main() in this process (imported late: tests may import this module without it)."""
+    import main as main_module
+
+    return main_module.main(argv)
+
+
+def uninterrupted(tmp_path, monkeypatch, args):
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert main_main(args) == 0
+    return comparable(folder / "run")
+
+
+def kill_then_resume(tmp_path, monkeypatch, args, install_kill):
+    folder = tmp_path / "interrupted"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    with monkeypatch.context() as patch:
+        install_kill(patch)
+        with pytest.raises(SimulatedKill):
+            main_main(args)
+    assert not (folder / "run" / "result.json").exists()
+    assert main_main(args + ["--resume", "auto"]) == 0
+    return comparable(folder / "run")
+
+
+def kill_on_call(patch, owner, name, call_number, after=False):
+    """Make owner.name raise SimulatedKill on its call_number-th call (before or after it runs)."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call_number and not after:
+            raise SimulatedKill
+        out = original(*args, **kwargs)
+        if calls["n"] == call_number and after:
+            raise SimulatedKill
+        return out
+
+    patch.setattr(owner, name, wrapper)

@@ -14,51 +14,10 @@ import torch
 import main as main_module
 import utils.run.atomic
 from tests.formats import random_vision_arrays, write_mnist
-from tests.runs import MAIN, TINY_DIGITS, comparable, run_main
+from tests.runs import (MAIN, TINY_DIGITS, SimulatedKill, comparable, kill_on_call, kill_then_resume, run_main,
+                        uninterrupted)
 from utils.run.atomic import atomic_write_bytes
 from utils.methods.memomentum import MeMomentum
-
-
-class SimulatedKill(BaseException):
-    """Stands for SIGKILL inside the process: nothing after it runs, no handler sees it."""
-
-
-def uninterrupted(tmp_path, monkeypatch, args):
-    folder = tmp_path / "reference"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    assert main_module.main(args) == 0
-    return comparable(folder / "run")
-
-
-def kill_then_resume(tmp_path, monkeypatch, args, install_kill):
-    folder = tmp_path / "interrupted"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    with monkeypatch.context() as patch:
-        install_kill(patch)
-        with pytest.raises(SimulatedKill):
-            main_module.main(args)
-    assert not (folder / "run" / "result.json").exists()
-    assert main_module.main(args + ["--resume", "auto"]) == 0
-    return comparable(folder / "run")
-
-
-def kill_on_call(patch, owner, name, call_number, after=False):
-    """Make owner.name raise SimulatedKill on its call_number-th call (before or after it runs)."""
-    original = getattr(owner, name)
-    calls = {"n": 0}
-
-    def wrapper(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == call_number and not after:
-            raise SimulatedKill
-        out = original(*args, **kwargs)
-        if calls["n"] == call_number and after:
-            raise SimulatedKill
-        return out
-
-    patch.setattr(owner, name, wrapper)
 
 
 KILL_POINTS = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from utils.errors import UserError
+from utils.methods import coteaching
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ METHODS: dict[str, Method] = {method.name: method for method in (
     Method("memomentum", "Me-Momentum", "utils.methods.memomentum:MeMomentum",
            "utils.methods.memomentum_clothing1m:MeMomentumClothing1M", check=check_memomentum),
     Method("ce", "Standard (CE)", "utils.methods.ce:CrossEntropy"),
+    Method("coteaching", "Co-teaching", "utils.methods.coteaching:CoTeaching", options=coteaching.CoteachingOptions,
+           defaults={"n_epoch": 200, "lr": 0.001, "weight_decay": 0.0}, check=coteaching.check),
 )}
 
 CLOTHING_METHODS = tuple(name for name, method in METHODS.items() if method.clothing_loop)

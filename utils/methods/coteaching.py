@@ -1,0 +1,207 @@
+"""Co-teaching (Han et al., NeurIPS 2018; docs/method.md, "Co-teaching"), as its authors' code runs it.
+
+    two networks f and g, each with Adam; both tested at epoch 0 (random weights)
+    for epoch t = 1 .. n_epoch - 1:
+        Adam's learning rate: lr, then from epoch_decay_start falling linearly to 0 at n_epoch,
+            with beta1 0.9, then 0.1 from epoch_decay_start
+        forget rate R(t): forget_rate, reached linearly (as forget_rate^exponent) over num_gradual epochs
+        for each shuffled batch of batch_size (full batches only; at most num_iter_per_epoch + 1):
+            f and g rank the batch by their own cross-entropy; each trains on the
+            num_remember = int((1 - R(t)) * batch_size) examples the *other* ranks lowest, with the
+            mean cross-entropy divided by num_remember once more (as the authors' loss does)
+        validate f on the noisy validation set; test f and g
+
+The data, split, noisy labels, network (by default the dataset's, as for Me-Momentum; --network
+cnn9 for the authors' 9-layer CNN) and normalisation are those of every method here; the reported
+figures are those every method reports (of network f), plus the paper's: the test accuracy of each
+network averaged over the last ten epochs, and each epoch's label precision of the selected
+examples ("pure ratio").
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from utils.engine import Trainer, autocast
+from utils.errors import StopRequested, UserError
+from utils.metrics import TestAccuracy, accuracy
+from utils.run.config import option
+from utils.run.loop import Loop, LoopState
+
+GROUP = "Co-teaching (--method coteaching)"
+BETA1, BETA1_AFTER_DECAY, BETA2 = 0.9, 0.1, 0.999
+DECAY_START, DECAY_START_CIFAR100 = 80, 100
+LAST_EPOCHS = 10  # the paper's tables: test accuracy averaged over the last ten epochs
+
+
+@dataclass(frozen=True)
+class CoteachingOptions:
+    forget_rate: float | None = option(None, "share of each batch a network leaves out of its peer's update "
+                                             "(default: the noise rate; for human noise, the realised one)",
+                                       group=GROUP)
+    num_gradual: int = option(10, "epochs over which the forget rate rises from 0", minimum=1, group=GROUP)
+    exponent: float = option(1.0, "the rise reaches forget_rate ** exponent", group=GROUP)
+    epoch_decay_start: int | None = option(None, "epoch from which Adam's learning rate falls linearly to 0 "
+                                                 "(default: 80; 100 for CIFAR-100)", minimum=0, group=GROUP)
+    num_iter_per_epoch: int = option(400, "batches per epoch are cut at num_iter_per_epoch + 1, as the "
+                                          "authors' code does (0: no cut)", minimum=0, group=GROUP)
+
+
+def check(config: Any) -> None:
+    if config.forget_rate is not None and not 0.0 <= config.forget_rate < 1.0:
+        raise UserError(f"--forget_rate must be in [0, 1), got {config.forget_rate}")
+
+
+def forget_rates(forget_rate: float, num_gradual: int, exponent: float, n_epoch: int) -> np.ndarray:
+    """R(t) for t = 0 .. n_epoch - 1, as the authors' schedule (epoch 0 is never trained)."""
+    rates = np.full(n_epoch, forget_rate, dtype=np.float64)
+    rates[:num_gradual] = np.linspace(0, forget_rate ** exponent, num_gradual)[:n_epoch]
+    return rates
+
+
+def adam_plan(lr: float, decay_start: int, n_epoch: int) -> tuple[list[float], list[float]]:
+    """Learning rate and beta1 of every epoch t = 0 .. n_epoch - 1, as the authors' plan."""
+    rates, betas = [lr] * n_epoch, [BETA1] * n_epoch
+    for t in range(decay_start, n_epoch):
+        rates[t] = float(n_epoch - t) / (n_epoch - decay_start) * lr
+        betas[t] = BETA1_AFTER_DECAY
+    return rates, betas
+
+
+def coteaching_losses(logits_f: torch.Tensor, logits_g: torch.Tensor, labels: torch.Tensor,
+                      forget_rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each network's update on the examples its peer finds easiest, and which examples each kept."""
+    num_remember = max(1, int((1 - forget_rate) * len(labels)))
+    kept_by_f = torch.argsort(F.cross_entropy(logits_f.detach(), labels, reduction="none"))[:num_remember]
+    kept_by_g = torch.argsort(F.cross_entropy(logits_g.detach(), labels, reduction="none"))[:num_remember]
+    loss_f = F.cross_entropy(logits_f[kept_by_g], labels[kept_by_g]) / num_remember
+    loss_g = F.cross_entropy(logits_g[kept_by_f], labels[kept_by_f]) / num_remember
+    return loss_f, loss_g, kept_by_f, kept_by_g
+
+
+@dataclass
+class CoteachingState(LoopState):
+    # per tested epoch (0 = random weights): exact test accuracy of f and g, and as the authors' code
+    # measures it (full test batches of batch_size only)
+    test_accs: list[list[float]] = field(default_factory=list)
+
+
+class CoTeaching(Loop):
+    State = CoteachingState
+    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = ("networks",)
+
+    def __init__(self, task: Any, run: Any, title: str) -> None:
+        super().__init__(task, run, title)
+        self.networks: list[Trainer] | None = None
+        config = self.config
+        self.forget_rate = task.actual_noise_rate if config.human_noise else config.noise_rate
+        if config.forget_rate is not None:
+            self.forget_rate = config.forget_rate
+        decay_start = config.epoch_decay_start
+        if decay_start is None:
+            decay_start = DECAY_START_CIFAR100 if config.dataset == "cifar100" else DECAY_START
+        self.rates = forget_rates(self.forget_rate, config.num_gradual, config.exponent, config.n_epoch)
+        self.lrs, self.beta1s = adam_plan(config.lr, decay_start, config.n_epoch)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> None:
+        s = self.state
+        if self.networks is None:
+            self.networks = [self.new_network(), self.new_network()]
+            self.test_both()
+            self.run.log(f"epoch 0 (random weights): test {s.test_accs[0][0]:.2f} / {s.test_accs[0][1]:.2f}")
+        while s.epoch < self.config.n_epoch - 1:
+            self.train_epoch(s.epoch + 1)
+
+    def new_network(self) -> Trainer:
+        model = self.task.new_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return Trainer(model, optimizer)
+
+    def train_epoch(self, t: int) -> None:
+        s, task, (f, g) = self.state, self.task, self.networks
+        started = time.time()
+        for network in self.networks:
+            for group in network.optimizer.param_groups:
+                group["lr"], group["betas"] = self.lrs[t], (self.beta1s[t], BETA2)
+        totals = self.train_batches(t)
+        self.require_finite(totals["loss"], "coteaching")
+        val_acc = task.validate(f.model)
+        s.epoch += 1
+        s.epochs_run += 1
+        tests = self.test_both()
+        batches = max(totals["batches"], 1)
+        record = self.epoch_record(
+            "coteaching", totals["loss"], 100.0 * totals["correct_f"] / max(totals["count"], 1), val_acc,
+            self.lrs[t], totals["count"], started, forget_rate=float(self.rates[t]),
+            train_acc_networks=[round(100.0 * totals[k] / max(totals["count"], 1), 4) for k in ("correct_f", "correct_g")],
+            test_acc_networks=[tests[0].exact, tests[1].exact],
+            pure_ratio=[round(totals[k] / batches, 4) for k in ("pure_f", "pure_g")])
+        record["test_acc"] = self.keep_best_and_test(val_acc, f.model, tests[0])
+        self.end_epoch(record)
+
+    def train_batches(self, t: int) -> dict[str, float]:
+        """One epoch of co-teaching steps; sums over its batches (kept on the device, read once)."""
+        task, (f, g), config = self.task, self.networks, self.config
+        f.model.train(), g.model.train()
+        sums = torch.zeros(5, dtype=torch.float64, device=task.device)  # loss, correct f, g, pure f, g
+        count = batches_done = 0
+        for i, (images, labels, positions) in enumerate(task.training_batches(None, f"coteaching e{t}",
+                                                                             drop_last=True)):
+            if config.num_iter_per_epoch and i > config.num_iter_per_epoch:  # the authors' cut: 401 batches
+                break
+            with autocast(task.device, config.amp):
+                logits_f, logits_g = f.model(images).float(), g.model(images).float()
+            loss_f, loss_g, kept_by_f, kept_by_g = coteaching_losses(logits_f, logits_g, labels, self.rates[t])
+            for network, loss in ((f, loss_f), (g, loss_g)):
+                network.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                network.optimizer.step()
+            clean = (task.train_clean_labels.index_select(0, positions) == labels).double()
+            sums += torch.stack([loss_f.detach().double() * len(labels),
+                                 (logits_f.detach().argmax(1) == labels).sum().double(),
+                                 (logits_g.detach().argmax(1) == labels).sum().double(),
+                                 100.0 * clean[kept_by_f].mean(), 100.0 * clean[kept_by_g].mean()])
+            count, batches_done = count + len(labels), batches_done + 1
+            if self.run.should_stop():
+                raise StopRequested
+        loss, correct_f, correct_g, pure_f, pure_g = sums.tolist()
+        return {"loss": loss / max(count, 1), "correct_f": correct_f, "correct_g": correct_g, "count": count,
+                "pure_f": pure_f, "pure_g": pure_g, "batches": batches_done}
+
+    def test_both(self) -> list[TestAccuracy]:
+        tests = [self.test(network.model) for network in self.networks]
+        self.state.test_accs.append([tests[0].exact, tests[1].exact, tests[0].official, tests[1].official])
+        return tests
+
+    def test(self, model: nn.Module) -> TestAccuracy:
+        """Exact over every test image; and as the authors' code: over full test batches of batch_size."""
+        predictions, labels = self.task.test_predictions(model), self.task.test_labels
+        full = len(labels) // self.config.batch_size * self.config.batch_size
+        return TestAccuracy(accuracy(predictions, labels), accuracy(predictions[:full], labels[:full]))
+
+    # ------------------------------------------------------------------ the protocol
+    def final_model(self) -> nn.Module | None:
+        return self.networks[0].model if self.networks is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"networks": [network.state_dict() for network in self.networks] if self.networks else None}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if saved["networks"] is not None:
+            self.networks = [self.new_network(), self.new_network()]
+            for network, state in zip(self.networks, saved["networks"]):
+                network.load_state_dict(state)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The paper's figure: each network's test accuracy averaged over the last ten epochs."""
+        last = np.array(self.state.test_accs[-LAST_EPOCHS:], dtype=np.float64)
+        mean = last.mean(axis=0).tolist() if len(last) else [None] * 4
+        return {"forget_rate": self.forget_rate, "test_acc_epoch0": self.state.test_accs[0][:2],
+                "test_acc_last10": {"exact": mean[:2], "official": mean[2:]}}
