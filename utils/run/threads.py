@@ -24,7 +24,7 @@ import torch
 PROC_STAT = Path("/proc/stat")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MEASURE_EVERY_S = 1.0   # long enough for /proc/stat's 10 ms ticks to mean something
-SPARE_CORE = 0.7        # the others leave a core to us when they use less than 0.3 of it
+HALF_A_CORE = 0.5       # a core counts as taken when the others use more than half of it
 
 
 def usable_cpus() -> list[int]:
@@ -58,9 +58,8 @@ def own_cpu_seconds() -> float:
 
 
 def threads_left(num_cpus: int, others_busy: float) -> int:
-    """Cores the other processes leave to us, rounded so that a little background work does not
-    cost a core; at least one."""
-    return max(1, min(num_cpus, int(num_cpus - others_busy + SPARE_CORE)))
+    """Cores the other processes leave to us (a core they use less than half of is ours); at least one."""
+    return max(1, min(num_cpus, int(num_cpus - others_busy + HALF_A_CORE)))
 
 
 class ThreadGovernor:
