@@ -65,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "slurm: write one sbatch array script")
     parser.add_argument("--gpus", nargs="+", default=None,
                         help="local: run this many at once, one per listed GPU id (CUDA_VISIBLE_DEVICES); "
-                             "repeat an id to share a GPU (0 0 1 1); '0,1' gives one run two GPUs; "
+                             "repeat an id to share a GPU (0 0 1 1); '0,1' makes two GPUs visible to one run "
+                             "(main.py uses one of them; Clothing.py needs torchrun for several); "
                              "GPU-/MIG- UUIDs work too")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local, without --gpus: run this many at once (on the CPU, each with its share "
+                             "of the cores)")
     parser.add_argument("--dry_run", action="store_true", help="print what would run (and the script), run nothing")
     parser.add_argument("--submit", action="store_true", help="slurm: submit the script with sbatch")
     parser.add_argument("--extra", action="append", default=None,
@@ -116,7 +120,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UserError("--submit needs --launcher slurm")
     check_seeds(args.seeds)
     check_gpus(args.gpus or ())
-    for name in ("slurm_cpus_per_task", "slurm_max_parallel"):
+    if args.gpus and args.jobs != 1:
+        raise UserError("--jobs is for runs without --gpus; with --gpus, one run goes per listed GPU")
+    for name in ("jobs", "slurm_cpus_per_task", "slurm_max_parallel"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be at least 1, got {value}")
@@ -164,7 +170,7 @@ def run_local(args: argparse.Namespace, jobs: list[Job], out: Path) -> int:
     if args.dry_run:
         print_plan(jobs)
         return 0
-    launcher = LocalLauncher(gpus=args.gpus)
+    launcher = LocalLauncher(gpus=args.gpus, jobs=args.jobs)
     try:
         launcher.run_all(jobs)
     except KeyboardInterrupt:

@@ -88,7 +88,7 @@ def test_setting_flags_override_grid_flags() -> None:
 @pytest.mark.parametrize("change, message", [
     ({"settings": []}, "non-empty list"),
     ({"entry_point": "train.py"}, "entry_point"),
-    ({"methods": ["coteaching"]}, "methods"),
+    ({"methods": ["mixup"]}, "methods"),
     ({"colour": "red"}, "unknown key(s) colour"),
     ({"flags": {"--n_epoch": 3}}, "without dashes"),
     ({"flags": {"seed": 3}}, "set by the sweep itself"),
@@ -222,11 +222,11 @@ def test_dry_run_prints_and_writes_nothing(tmp_path: Path, capsys: pytest.Captur
     assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(out), "--dry_run",
                            "--extra", "--n_epoch 2"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("start ") == 4 and "--n_epoch 2" in printed
+    assert printed.count("start ") == 6 and "--n_epoch 2" in printed  # 2 settings x every method
     assert not out.exists()
     assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(out), "--dry_run",
                            "--launcher", "slurm"]) == 0
-    assert "#SBATCH --array=0-3" in capsys.readouterr().out
+    assert "#SBATCH --array=0-5" in capsys.readouterr().out
     assert not out.exists()
 
 

@@ -37,7 +37,7 @@ FAKE_RUN = textwrap.dedent("""
         time.sleep(1.0)
     if behaviour in ("ok", "sleep"):
         result = {"test_acc": 50.0, "resumed": resumed, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                  "start": time.time()}
+                  "threads": os.environ.get("OMP_NUM_THREADS"), "start": time.time()}
         json.dump(result, open(os.path.join(run_dir, "result.json"), "w"))
         sys.exit(0)
     if behaviour == "nan":
@@ -114,6 +114,18 @@ def test_launcher_runs_one_job_per_gpu_at_once(tmp_path: Path) -> None:
     assert sorted(r["gpu"] for r in results) == ["3", "5"]
     assert [r["gpu"] for r in results] == [rec["gpu"] for rec in records]
     assert abs(results[0]["start"] - results[1]["start"]) < 0.9  # both started before either ended
+
+
+def test_launcher_runs_jobs_at_once_each_with_its_share_of_the_cores(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    jobs = [fake_job(tmp_path, "c1", "sleep"), fake_job(tmp_path, "c2", "sleep")]
+    LocalLauncher(jobs=2, echo=quiet).run_all(jobs)
+    results = [json.loads((job.run_dir / "result.json").read_text()) for job in jobs]
+    assert [r["threads"] for r in results] == ["4", "4"] and [r["gpu"] for r in results] == [None, None]
+    assert abs(results[0]["start"] - results[1]["start"]) < 0.9  # both started before either ended
+    (alone,) = LocalLauncher(echo=quiet).run_all([fake_job(tmp_path, "c3", "ok")])
+    assert json.loads((tmp_path / "sweep" / "c3" / "result.json").read_text())["threads"] is None
 
 
 def test_launcher_reports_a_command_that_cannot_start(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_sweep_bar_chart(tmp_path: Path) -> None:
         {"dataset": "mnist", "noise_type": "symmetric", "noise_rate": 0.2, "paper_test_acc": 99.0,
          "paper_source": "test"},
         {"dataset": "mnist", "noise_type": "instance", "noise_rate": 0.4}]}, "g", "g.json")
-    write_sweep_record(tmp_path, grid, expand_runs(grid, None, [1, 2]))
+    write_sweep_record(tmp_path, grid, expand_runs(grid, ["memomentum", "ce"], [1, 2]))
     for name, acc in (("mnist-symmetric-0.2-seed1-memomentum", 98.0), ("mnist-symmetric-0.2-seed2-memomentum", 97.0),
                       ("mnist-symmetric-0.2-seed1-ce", 90.0)):
         (tmp_path / name).mkdir()

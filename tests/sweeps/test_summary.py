@@ -183,7 +183,7 @@ def test_reported_and_last_epoch_accuracies_are_separate_labelled_columns(tmp_pa
     """Seeds 1-2 of Me-Momentum have the new keys, seed 3 is an older result.json without them;
     CE's results are all old: its last-epoch column shows —."""
     grid = parse_grid({"settings": [GRID["settings"][0]]}, "g", "g.json")
-    write_sweep_record(tmp_path, grid, expand_runs(grid, None, [1, 2, 3]))
+    write_sweep_record(tmp_path, grid, expand_runs(grid, ["memomentum", "ce"], [1, 2, 3]))
     new_keys = {1: (78.0, 79.95, {"outer": 1, "inner": 2, "epoch": 5}),
                 2: (80.0, 81.95, {"outer": 0, "inner": 3, "epoch": 17})}
     for seed, acc in ((1, 80.0), (2, 82.0), (3, 84.0)):

@@ -48,7 +48,10 @@ def check_gpus(gpus: Sequence[str]) -> None:
 
 @dataclass
 class LocalLauncher:
-    """Runs jobs as subprocesses: one at a time, or one per entry of `gpus` at once.
+    """Runs jobs as subprocesses: one at a time, `jobs` at once, or one per entry of `gpus` at once.
+
+    Runs at once share the CPU cores: each gets OMP_NUM_THREADS = its share of the usable cores
+    (unless the user set OMP_NUM_THREADS), so that no run's threads wait on another's.
 
     Finished runs are skipped, unfinished ones resumed (the command carries --resume auto), and
     a failed run is recorded in <run>/launcher.json while the sweep goes on. A corrupt result.json
@@ -56,6 +59,7 @@ class LocalLauncher:
     """
 
     gpus: Sequence[str] | None = None
+    jobs: int = 1
     cwd: Path = REPO_ROOT
     echo: Callable[[str], None] = print
     _slots: "queue.Queue[str | None]" = field(default_factory=queue.Queue, init=False)
@@ -65,7 +69,7 @@ class LocalLauncher:
 
     def run_all(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
         """Run every job; returns one launcher record per job, in the order of `jobs`."""
-        slots = list(self.gpus) if self.gpus else [None]
+        slots = list(self.gpus) if self.gpus else [None] * self.jobs
         for slot in slots:
             self._slots.put(slot)
         records: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -114,6 +118,8 @@ class LocalLauncher:
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        if self.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(cpu_share(self.parallel))
         started = time.time()
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"\n=== attempt {attempt} at {_now()}{f' on GPU {gpu}' if gpu is not None else ''}: "
@@ -145,6 +151,11 @@ class LocalLauncher:
             with self._lock:
                 self._running.pop(job.name, None)
 
+    @property
+    def parallel(self) -> int:
+        """How many runs go at once."""
+        return len(self.gpus) if self.gpus else self.jobs
+
     def _stop_all(self) -> None:
         """SIGTERM lets main.py save and exit 75 (resumable); kill whatever outlives the grace time."""
         self._stopping.set()
@@ -159,6 +170,12 @@ class LocalLauncher:
                 process.wait(timeout=max(0.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def cpu_share(runs_at_once: int) -> int:
+    """Each of `runs_at_once` runs' share of the CPU cores this process may use (at least one)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, usable // runs_at_once)
 
 
 def status_from_exit(exit_code: int, run_dir: Path, stopping: bool = False) -> str:
