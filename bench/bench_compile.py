@@ -42,8 +42,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.device_pipeline import DevicePipeline, images_to_device  # noqa: E402
-from data.presets import PRESETS  # noqa: E402
-from data.vision import load_vision_data, missing_files  # noqa: E402
+from data.datasets import DATASETS as PRESETS  # noqa: E402
+from data.datasets import load_vision_data  # noqa: E402
+from data.vision import missing_files  # noqa: E402
 from models import build_model  # noqa: E402
 from tests.formats import random_vision_arrays  # noqa: E402
 from utils.engine import (COMPILE_MODES, compile_network, compiled_graph_count, make_sgd,  # noqa: E402
@@ -56,7 +57,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 @dataclass(frozen=True)
 class Workload:
     title: str
-    dataset: str         # key of data/presets.py: network, normalisation, augmentation
+    dataset: str         # key of data/datasets.py: network, normalisation, augmentation
     num_train: int       # as with the default --data_percent (90 %)
     step_unit: str       # what the table reports: a whole epoch or one step
 

@@ -64,8 +64,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.device_pipeline import DevicePipeline, images_to_device  # noqa: E402
 from tests.formats import random_vision_arrays, write_mnist  # noqa: E402
 
-from data.presets import PRESETS, DatasetPreset  # noqa: E402
-from data.vision import load_vision_data, missing_files  # noqa: E402
+from data.datasets import DATASETS as PRESETS, Dataset as DatasetPreset  # noqa: E402
+from data.datasets import load_vision_data  # noqa: E402
+from data.vision import missing_files  # noqa: E402
 from models import build_model  # noqa: E402
 from models.lenet import LeNet  # noqa: E402
 from utils.engine import make_sgd, select_device, train_one_epoch, uses_channels_last  # noqa: E402
@@ -84,7 +85,7 @@ Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 @dataclass(frozen=True)
 class Workload:
     title: str
-    dataset: str        # key of data/presets.py: network, normalisation, augmentation
+    dataset: str        # key of data/datasets.py: network, normalisation, augmentation
     num_train: int      # 90 % of the training set, as with the default --data_percent
     cpu_batches: int    # batches timed per measurement on the CPU (a full epoch on CUDA)
     quick_batches: int

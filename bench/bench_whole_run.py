@@ -96,9 +96,9 @@ def official_style_run(args: argparse.Namespace) -> None:
 
     from bench.bench_pipeline import OfficialLeNet, OfficialStyleDataset, official_train_epoch, official_transform
     from data.noise import make_noisy_labels
-    from data.presets import PRESETS
+    from data.datasets import DATASETS as PRESETS
     from data.split import train_val_split
-    from data.vision import load_vision_data
+    from data.datasets import load_vision_data
 
     if args.threads:
         torch.set_num_threads(args.threads)

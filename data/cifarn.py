@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from data.files import open_binary, refuse_directory
-from data.presets import HUMAN_NOISE_TYPES
 from utils.errors import DatasetError, UserError
 
 CIFARN_FILES = {"cifar10": "CIFAR-10_human.pt", "cifar100": "CIFAR-100_human.pt"}
@@ -22,7 +21,10 @@ CIFARN_KEYS = {
                 "random3": "random_label3", "worst": "worse_label"},
     "cifar100": {"noisy": "noisy_label"},
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFARN_CLASSES = {"cifar10": 10, "cifar100": 100}  # the classes each label file's labels range over
+# How papers name the label sets (tables: "CIFAR-10N Worst")
+CIFARN_TITLES = {"aggre": "Aggregate", "random1": "Random 1", "random2": "Random 2", "random3": "Random 3",
+                 "worst": "Worst", "noisy": "Noisy"}
 CLEAN_KEY = "clean_label"
 WHERE_TO_GET = ("download it from github.com/UCSC-REAL/cifar-10-100n (folder data/) "
                 "and pass its folder with --cifarn_path")
@@ -42,7 +44,7 @@ def load_human_labels(cifarn_path: str | Path, dataset: str, noise_type: str,
         raise UserError(f"CIFAR-N exists for cifar10 and cifar100 only, not {dataset!r}")
     if noise_type not in CIFARN_KEYS[dataset]:
         raise UserError(f"CIFAR-N noise type {noise_type!r} does not exist for {dataset}; "
-                        f"choose one of {', '.join(HUMAN_NOISE_TYPES[dataset])}")
+                        f"choose one of {', '.join(CIFARN_KEYS[dataset])}")
     path = cifarn_file(cifarn_path, dataset)
     contents = read_label_file(path)
     clean_train_labels = np.asarray(clean_train_labels).astype(np.int64).reshape(-1)
@@ -88,7 +90,7 @@ def label_array(contents: dict, key: str, path: Path, dataset: str) -> np.ndarra
     if values.ndim != 1 or values.dtype.kind not in "iu":
         raise DatasetError(f"{path}: {key!r} should be a 1-D array of integer labels, found "
                            f"shape {values.shape} of {values.dtype}; {WHERE_TO_GET}")
-    classes = NUM_CLASSES[dataset]
+    classes = CIFARN_CLASSES[dataset]
     if len(values) and (values.min() < 0 or values.max() >= classes):
         raise DatasetError(f"{path}: {key!r} has labels outside 0..{classes - 1} "
                            f"(min {values.min()}, max {values.max()}); is this the {dataset} file?")

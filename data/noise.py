@@ -14,12 +14,11 @@ reproduce the official labels bit for bit without touching global state (STYLE.m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from utils.errors import UserError
-
-NOISE_TYPES = ("symmetric", "pairflip", "instance", "symmetric_all")
 
 # Instance noise: per-example flip rates are drawn from N(rate, 0.1^2) truncated to [0, 1]
 # (Xia et al. 2020, as in the official code; METHOD.md, section 2).
@@ -61,9 +60,22 @@ def pairflip_transition(num_classes: int, rate: float) -> np.ndarray:
     return transition
 
 
-# The noise types drawn row by row from a transition matrix (the rest is instance-dependent).
-TRANSITIONS = {"symmetric": symmetric_transition, "pairflip": pairflip_transition,
-               "symmetric_all": symmetric_all_transition}
+@dataclass(frozen=True)
+class NoiseType:
+    """A synthetic noise model (docs/noise.md): drawn row by row from a transition matrix, or, without
+    one, instance-dependent."""
+
+    name: str
+    title: str   # how tables name it: "CIFAR-10 Sym-20%"
+    transition: Callable[[int, float], np.ndarray] | None = None
+
+
+NOISE_TYPES: dict[str, NoiseType] = {noise.name: noise for noise in (
+    NoiseType("symmetric", "Sym", symmetric_transition),
+    NoiseType("pairflip", "Pair", pairflip_transition),
+    NoiseType("instance", "IDN"),
+    NoiseType("symmetric_all", "Sym-all", symmetric_all_transition),
+)}
 
 
 def flip_with_transition(clean_labels: np.ndarray, transition: np.ndarray, seed: int) -> np.ndarray:
@@ -189,7 +201,7 @@ def make_noisy_labels(
     clean_labels = np.asarray(clean_labels)
     _validate(clean_labels, images, noise_type, noise_rate, num_classes)
     clean_labels = clean_labels.astype(np.int64)
-    make_transition = TRANSITIONS.get(noise_type)
+    make_transition = NOISE_TYPES[noise_type].transition
     transition = None if make_transition is None else make_transition(num_classes, noise_rate)
     if noise_rate == 0.0:
         labels = clean_labels.copy()

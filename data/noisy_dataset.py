@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data.datasets import is_human_noise, load_vision_data
 from data.noise import make_noisy_labels, realised_noise_rate
-from data.presets import HUMAN_NOISE_TYPES
 from data.split import train_val_split
-from data.vision import VisionData, load_vision_data
+from data.vision import VisionData
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +36,7 @@ def build_noisy_dataset(dataset: str, data_path: str, noise_type: str, noise_rat
                         cifarn_path: str = "./data/cifar-10-100n") -> NoisyDataset:
     """Read `dataset` from `data_path`, corrupt every training label, then draw the official split."""
     vision = load_vision_data(dataset, data_path, download)
-    if noise_type in HUMAN_NOISE_TYPES.get(dataset, ()):
+    if is_human_noise(dataset, noise_type):
         from data.cifarn import load_human_labels  # only CIFAR-N runs need the label files
         noisy = load_human_labels(cifarn_path, dataset, noise_type, vision.train_labels)
         transition = None

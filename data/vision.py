@@ -29,9 +29,7 @@ import numpy as np
 from data.files import open_binary, refuse_directory
 from utils.errors import DatasetError, UserError
 
-DATASETS = ("mnist", "cifar10", "cifar100", "digits")
-
-NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
+FILE_FORMATS = ("mnist", "cifar10", "cifar100")  # torchvision's on-disk layouts read here
 
 MNIST_DIR = Path("MNIST") / "raw"
 MNIST_FILES = {
@@ -74,15 +72,13 @@ class VisionData:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_vision_data(name: str, data_path: str | Path, download: bool = False,
-                     download_if_reachable: bool = True) -> VisionData:
-    """Load dataset `name` from `data_path`. Missing files are fetched with torchvision when asked
-    (`download`) or, by default, when the download server answers; otherwise one clear error."""
-    key = name.lower()
-    if key not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    if key == "digits":
-        return load_digits_data()
+def load_files(key: str, data_path: str | Path, num_classes: int, download: bool = False,
+               download_if_reachable: bool = True) -> VisionData:
+    """Read the dataset whose files are in torchvision's layout `key` (mnist, cifar10, cifar100) under
+    `data_path`. Missing files are fetched with torchvision when asked (`download`) or, by default,
+    when the download server answers; otherwise one clear error."""
+    if key not in FILE_FORMATS:
+        raise UserError(f"unknown file layout {key!r}; choose one of {', '.join(FILE_FORMATS)}")
     root = Path(data_path)
     missing = missing_files(key, root)
     if missing:
@@ -93,7 +89,7 @@ def load_vision_data(name: str, data_path: str | Path, download: bool = False,
         missing = missing_files(key, root)
         if missing:
             raise DatasetError(_missing_message(key, missing, "still missing after the download"))
-    return read_mnist(root) if key == "mnist" else read_cifar(root, key)
+    return read_mnist(root, num_classes) if key == "mnist" else read_cifar(root, key, num_classes)
 
 
 def expected_files(name: str, root: str | Path) -> list[Path]:
@@ -206,7 +202,7 @@ def _read_bytes(path: Path) -> bytes:
         ) from err
 
 
-def read_mnist(root: str | Path) -> VisionData:
+def read_mnist(root: str | Path, num_classes: int = 10) -> VisionData:
     """Read MNIST from the IDX files in `<root>/MNIST/raw/` (each plain or `.gz`)."""
     root = Path(root)
     paths = {}
@@ -221,12 +217,13 @@ def read_mnist(root: str | Path) -> VisionData:
         labels = read_idx(paths[f"{split}_labels"], expected_ndim=1)
         for path, array in ((paths[f"{split}_images"], images), (paths[f"{split}_labels"], labels)):
             _refuse_empty(path, len(array), f"the {split} split")
-        _check_mnist_split(paths[f"{split}_images"], images, paths[f"{split}_labels"], labels)
+        _check_mnist_split(paths[f"{split}_images"], images, paths[f"{split}_labels"], labels, num_classes)
         splits[split] = (images, labels.astype(np.int64))
-    return VisionData("mnist", *splits["train"], *splits["test"], num_classes=NUM_CLASSES["mnist"])
+    return VisionData("mnist", *splits["train"], *splits["test"], num_classes=num_classes)
 
 
-def _check_mnist_split(image_path: Path, images: np.ndarray, label_path: Path, labels: np.ndarray) -> None:
+def _check_mnist_split(image_path: Path, images: np.ndarray, label_path: Path, labels: np.ndarray,
+                       num_classes: int) -> None:
     if images.shape[1:] != (28, 28):
         raise DatasetError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, MNIST's are 28x28")
     if len(images) != len(labels):
@@ -234,30 +231,30 @@ def _check_mnist_split(image_path: Path, images: np.ndarray, label_path: Path, l
             f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels; "
             f"the two files must come from the same copy of MNIST"
         )
-    _check_label_range(label_path, labels, NUM_CLASSES["mnist"])
+    _check_label_range(label_path, labels, num_classes)
 
 
 # --------------------------------------------------------------------------- CIFAR (pickles)
 
 
-def read_cifar(root: str | Path, name: str) -> VisionData:
+def read_cifar(root: str | Path, name: str, num_classes: int) -> VisionData:
     """Read CIFAR-10 or CIFAR-100 (`name` "cifar10"/"cifar100") from its python pickles under `root`."""
     if name not in CIFAR_DIRS:
         raise UserError(f"read_cifar: unknown CIFAR name {name!r}; use 'cifar10' or 'cifar100'")
     folder = Path(root) / CIFAR_DIRS[name]
-    train = [read_cifar_batch(folder / f, name) for f in CIFAR_TRAIN_FILES[name]]
-    test = [read_cifar_batch(folder / f, name) for f in CIFAR_TEST_FILES[name]]
+    train = [read_cifar_batch(folder / f, name, num_classes) for f in CIFAR_TRAIN_FILES[name]]
+    test = [read_cifar_batch(folder / f, name, num_classes) for f in CIFAR_TEST_FILES[name]]
     return VisionData(
         name,
         np.concatenate([images for images, _ in train]),
         np.concatenate([labels for _, labels in train]),
         np.concatenate([images for images, _ in test]),
         np.concatenate([labels for _, labels in test]),
-        num_classes=NUM_CLASSES[name],
+        num_classes=num_classes,
     )
 
 
-def read_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batch(path: Path, name: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR pickle as (uint8 images [n, 32, 32, 3], int64 labels [n])."""
     batch = _unpickle(path, name)
     label_key = CIFAR_LABEL_KEYS[name]
@@ -276,7 +273,7 @@ def read_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     labels = _as_label_vector(path, batch[label_key], label_key)
     if len(labels) != len(images):
         raise DatasetError(f"{path}: {len(images)} images but {len(labels)} '{label_key}'; {HOW_TO_FIX}")
-    _check_label_range(path, labels, NUM_CLASSES[name])
+    _check_label_range(path, labels, num_classes)
     return images, labels
 
 
@@ -327,7 +324,7 @@ def _check_label_range(path: Path, labels: np.ndarray, num_classes: int) -> None
 # --------------------------------------------------------------------------- digits (bundled)
 
 
-def load_digits_data() -> VisionData:
+def load_digits_data(num_classes: int = 10) -> VisionData:
     """scikit-learn's 1,797 8x8 digits as 28x28 uint8 images, split by index (i % 5 == 4 is test)."""
     from sklearn.datasets import load_digits  # lazy: sklearn is slow to import and only needed here
 
@@ -336,7 +333,7 @@ def load_digits_data() -> VisionData:
     labels = bunch.target.astype(np.int64)
     is_test = np.arange(len(labels)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
     return VisionData(
-        "digits", images[~is_test], labels[~is_test], images[is_test], labels[is_test], NUM_CLASSES["digits"]
+        "digits", images[~is_test], labels[~is_test], images[is_test], labels[is_test], num_classes
     )
 
 

@@ -11,7 +11,7 @@ import main as main_module
 from tests.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
-from data.vision import load_vision_data
+from data.datasets import load_vision_data
 from tests.reference_code import reference_tree
 from tests.runs import MAIN, TINY_DIGITS, comparable, read_run, run_main
 

@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from data.presets import PRESETS, DatasetPreset, is_human_noise, noise_types_for
+from data.datasets import DATASETS, Dataset, is_human_noise, noise_types_for
+from data.noise import NOISE_TYPES
 from models import MODEL_BUILDERS
 from utils.methods import METHODS
 from utils.run.config import RunConfig, option, require
@@ -35,18 +36,19 @@ class VisionConfig(RunConfig):
     batch_size: int = option(128, "training batch size", minimum=1)
     n_epoch: int = option(100, "epochs per warm-up and per inner round", minimum=1)
     max_inner_loop: int = option(20, "at most max_inner_loop - 1 inner rounds per outer round", minimum=1)
-    dataset: str = option("mnist", "mnist, cifar10, cifar100, or digits (bundled, no download)",
-                          choices=tuple(PRESETS))
+    dataset: str = option("mnist", "; ".join(f"{name} ({data.title}, {data.num_classes} classes)"
+                                             for name, data in DATASETS.items())
+                          + "; digits is bundled (no download)", choices=tuple(DATASETS))
     data_percent: float = option(0.9, "fraction of the noisy training set used for training; "
                                       "the rest is the (noisy) validation set")
     data_path: str = option("./data", "folder holding MNIST/raw, cifar-10-batches-py or cifar-100-python")
-    noise_type: str = option("symmetric", "symmetric, symmetric_all, pairflip, instance; CIFAR-N: aggre, "
-                                          "random1-3, worst (cifar10), noisy (cifar100)")
+    noise_type: str = option("symmetric", ", ".join(NOISE_TYPES) + "; CIFAR-N's human labels: " + "; ".join(
+        f"{', '.join(data.human_noise)} ({name})" for name, data in DATASETS.items() if data.human_noise))
     noise_rate: float = option(0.2, "corruption rate in [0, 1) for synthetic noise")
     # --- ours ---
     method: str = option("memomentum", describe_methods(), choices=tuple(METHODS))
-    network: str = option("", "the network: lenet, resnet18, resnet34 or cnn9 (Co-teaching's CNN); default: the "
-                              "dataset's (LeNet for MNIST and digits, ResNet-18 for CIFAR-10, ResNet-34 for CIFAR-100)")
+    network: str = option("", f"the network: {', '.join(MODEL_BUILDERS)} (cnn9: Co-teaching's CNN); default: the "
+                              "dataset's: " + ", ".join(f"{data.network} ({name})" for name, data in DATASETS.items()))
     select: str = option("agree", "confident examples: agree = prediction equals noisy label "
                                   "(official); small_loss = per class, the same number of examples "
                                   "with the smallest cross-entropy", choices=SELECTIONS)
@@ -97,8 +99,9 @@ class VisionConfig(RunConfig):
         return not self.noise_only
 
     @property
-    def preset(self) -> DatasetPreset:
-        return PRESETS[self.dataset]
+    def preset(self) -> Dataset:
+        """The dataset's entry: classes, default network, normalisation, augmentation."""
+        return DATASETS[self.dataset]
 
     @property
     def network_name(self) -> str:

@@ -10,6 +10,7 @@ import torch
 from data.cifarn import CIFARN_FILES, load_human_labels
 from tests.data.permissions import deny_reading
 from tests.formats import random_vision_arrays, write_cifar
+from data.datasets import DATASETS
 from data.vision import read_cifar
 from utils.errors import DatasetError, UserError
 
@@ -22,7 +23,7 @@ CIFAR10_KEYS = {"aggre": "aggre_label", "random1": "random_label1", "random2": "
 def cifar_labels(tmp_path: Path, name: str) -> np.ndarray:
     """Write a small CIFAR in the real format and read its training labels back, as main.py does."""
     write_cifar(tmp_path / "data", name, *random_vision_arrays(name, N_TRAIN, 10, seed=3))
-    return read_cifar(tmp_path / "data", name).train_labels
+    return read_cifar(tmp_path / "data", name, DATASETS[name].num_classes).train_labels
 
 
 def human_file(folder: Path, name: str, clean: np.ndarray, **overrides: object) -> dict:

@@ -15,11 +15,10 @@ import data.vision as vision
 
 from tests.data.permissions import deny_reading
 from tests.formats import random_vision_arrays, write_cifar, write_idx, write_mnist
+from data.datasets import DATASETS, load_vision_data
 from data.vision import (
-    DATASETS,
     VisionData,
     load_digits_data,
-    load_vision_data,
     read_cifar,
     read_idx,
     read_mnist,
@@ -76,7 +75,7 @@ def test_cifar10_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [
         "batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"
     ]
-    assert_same(read_cifar(tmp_path, "cifar10"), arrays, "cifar10", 10)
+    assert_same(read_cifar(tmp_path, "cifar10", 10), arrays, "cifar10", 10)
     assert_same(load_vision_data("cifar10", tmp_path), arrays, "cifar10", 10)
 
 
@@ -84,7 +83,7 @@ def test_cifar10_empty_batch_is_refused(tmp_path: Path) -> None:
     # No real CIFAR-10 batch is empty: one that is means an incomplete or substituted copy.
     folder = write_cifar(tmp_path, "cifar10", *random_vision_arrays("cifar10", 3, 1, seed=2))
     with raises_naming(folder / "data_batch_4", "holds 0 examples"):  # batches 4 and 5 are empty
-        read_cifar(tmp_path, "cifar10")
+        read_cifar(tmp_path, "cifar10", 10)
 
 
 def test_cifar100_round_trip(tmp_path: Path) -> None:
@@ -104,7 +103,7 @@ def test_cifar_rows_are_channel_first(tmp_path: Path) -> None:
         # str keys here (the writer uses bytes keys): the reader must accept both
         batch = {"data": row[None, :], "fine_labels": [42]}
         (folder / split).write_bytes(pickle.dumps(batch, protocol=2))
-    data = read_cifar(tmp_path, "cifar100")
+    data = read_cifar(tmp_path, "cifar100", 100)
     assert data.train_images.shape == (1, 32, 32, 3) and data.train_images.flags.c_contiguous
     for channel in range(3):
         np.testing.assert_array_equal(data.train_images[0, :, :, channel], plane + channel)
@@ -237,7 +236,7 @@ def test_cifar_directory_in_place_of_a_batch(tmp_path: Path) -> None:
     with raises_naming(target, "is a directory, expected a file"):
         load_vision_data("cifar100", tmp_path, download_if_reachable=False)
     with raises_naming(target, "is a directory, expected a file"):
-        read_cifar(tmp_path, "cifar100")
+        read_cifar(tmp_path, "cifar100", 100)
 
 
 def test_cifar_unreadable_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,7 +264,7 @@ def test_cifar_corrupt_pickle(tmp_path: Path) -> None:
     target = cifar10_folder(tmp_path) / "data_batch_3"
     target.write_bytes(b"this is not a pickle at all")
     with raises_naming(target, "corrupt"):
-        read_cifar(tmp_path, "cifar10")
+        read_cifar(tmp_path, "cifar10", 10)
 
 
 def test_cifar_truncated_pickle(tmp_path: Path) -> None:
@@ -281,7 +280,7 @@ def test_cifar_missing_key(tmp_path: Path) -> None:
     del batch[b"labels"]
     target.write_bytes(pickle.dumps(batch))
     with raises_naming(target, "missing key"):
-        read_cifar(tmp_path, "cifar10")
+        read_cifar(tmp_path, "cifar10", 10)
 
 
 def test_cifar100_needs_fine_labels(tmp_path: Path) -> None:
@@ -290,7 +289,7 @@ def test_cifar100_needs_fine_labels(tmp_path: Path) -> None:
     batch[b"labels"] = batch.pop(b"fine_labels")  # a CIFAR-10-style batch in a CIFAR-100 folder
     (folder / "train").write_bytes(pickle.dumps(batch))
     with raises_naming(folder / "train", "fine_labels"):
-        read_cifar(tmp_path, "cifar100")
+        read_cifar(tmp_path, "cifar100", 100)
 
 
 def test_cifar_data_length_not_multiple(tmp_path: Path) -> None:
@@ -299,7 +298,7 @@ def test_cifar_data_length_not_multiple(tmp_path: Path) -> None:
     batch[b"data"] = batch[b"data"].ravel()[:-1]
     target.write_bytes(pickle.dumps(batch))
     with raises_naming(target, "3072"):
-        read_cifar(tmp_path, "cifar10")
+        read_cifar(tmp_path, "cifar10", 10)
 
 
 def test_cifar_label_count_mismatch(tmp_path: Path) -> None:
@@ -308,7 +307,7 @@ def test_cifar_label_count_mismatch(tmp_path: Path) -> None:
     batch[b"labels"] = batch[b"labels"] + [0]
     target.write_bytes(pickle.dumps(batch))
     with raises_naming(target, "2 images but 3"):
-        read_cifar(tmp_path, "cifar10")
+        read_cifar(tmp_path, "cifar10", 10)
 
 
 def test_cifar_missing_file(tmp_path: Path) -> None:
@@ -376,7 +375,7 @@ def test_unknown_dataset_name() -> None:
     with pytest.raises(UserError, match="mnist, cifar10, cifar100, digits") as info:
         load_vision_data("svhn", ".")
     assert not isinstance(info.value, DatasetError)
-    assert DATASETS == ("mnist", "cifar10", "cifar100", "digits")
+    assert tuple(DATASETS) == ("mnist", "cifar10", "cifar100", "digits")
 
 
 # --------------------------------------------------------------------------- real data

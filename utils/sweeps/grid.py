@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from data.presets import HUMAN_NOISE_TYPES, PRESETS, noise_types_for
+from data.cifarn import CIFARN_TITLES
+from data.datasets import DATASETS, is_human_noise, noise_types_for
+from data.noise import NOISE_TYPES
 from utils.errors import UserError
 from utils.methods import METHODS, method_order
 from utils.run.atomic import atomic_write_json
@@ -119,17 +121,15 @@ def format_rate(rate: float) -> str:
 
 
 def setting_label(dataset: str, noise_type: str, noise_rate: float | None) -> str:
-    names = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "Digits",
-             "clothing1m": "Clothing1M"}
-    kinds = {"symmetric": "Sym", "pairflip": "Pair", "instance": "IDN"}
-    human = {"aggre": "Aggregate", "random1": "Random 1", "random2": "Random 2", "random3": "Random 3",
-             "worst": "Worst", "noisy": "Noisy"}
-    if noise_type in human:
-        return f"{names.get(dataset, dataset)}N {human[noise_type]}"
+    """How papers name a setting, from the registries: 'CIFAR-10 Sym-20%', 'CIFAR-10N Worst', 'Clothing1M'."""
     if dataset == CLOTHING_DATASET:
-        return names[dataset]
+        return "Clothing1M"
+    name = DATASETS[dataset].title if dataset in DATASETS else dataset
+    if is_human_noise(dataset, noise_type):
+        return f"{name}N {CIFARN_TITLES.get(noise_type, noise_type)}"
+    kind = NOISE_TYPES[noise_type].title if noise_type in NOISE_TYPES else noise_type
     rate = "" if noise_rate is None else f"-{100 * noise_rate:g}%"
-    return f"{names.get(dataset, dataset)} {kinds.get(noise_type, noise_type)}{rate}"
+    return f"{name} {kind}{rate}"
 
 
 def available_grids() -> list[str]:
@@ -213,8 +213,8 @@ def _check_dataset_and_noise(dataset: str, noise_type: str, entry_point: str, co
             raise UserError(f"{context}: Clothing.py grids hold only dataset "
                             f"{CLOTHING_DATASET!r} with noise_type {CLOTHING_NOISE!r}")
         return
-    if dataset not in PRESETS:
-        raise UserError(f"{context}: unknown dataset {dataset!r}; main.py knows {', '.join(PRESETS)} "
+    if dataset not in DATASETS:
+        raise UserError(f"{context}: unknown dataset {dataset!r}; main.py knows {', '.join(DATASETS)} "
                         f"(Clothing1M needs \"entry_point\": \"Clothing.py\")")
     kinds = noise_types_for(dataset)
     if noise_type not in kinds:
@@ -223,7 +223,7 @@ def _check_dataset_and_noise(dataset: str, noise_type: str, entry_point: str, co
 
 
 def _parse_noise_rate(value: Any, dataset: str, noise_type: str, context: str) -> float | None:
-    real_noise = noise_type in HUMAN_NOISE_TYPES.get(dataset, ()) or dataset == CLOTHING_DATASET
+    real_noise = is_human_noise(dataset, noise_type) or dataset == CLOTHING_DATASET
     if real_noise:
         if value is not None:
             raise UserError(f"{context}: real label noise has no noise_rate (the label file fixes it); "

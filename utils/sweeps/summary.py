@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from data.presets import HUMAN_NOISE_TYPES
+from data.datasets import is_human_noise
 from utils.errors import UserError
 from utils.methods import METHODS, method_order, method_title
 from utils.run.atomic import atomic_write_text
@@ -181,7 +181,7 @@ def _run_of_folder(folder: Path) -> tuple[Setting, str, int]:
     if method not in METHODS:
         raise UserError(f"its method is {method!r}, not one of {', '.join(METHODS)}")
     check_seeds([seed])
-    real = noise_type in HUMAN_NOISE_TYPES.get(dataset, ()) or dataset == CLOTHING_DATASET
+    real = is_human_noise(dataset, noise_type) or dataset == CLOTHING_DATASET
     rate = config.get("noise_rate", 0.0)
     if not real and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
         raise UserError(f"its noise_rate is {rate!r}, not a number in [0, 1)")
