@@ -91,3 +91,13 @@ def make_tiny_clothing1m(root: str | Path, train_per_class: int = 4, val_per_cla
 
 def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def tiny_with_index(folder: Path) -> TinyClothing:
+    """The tiny set under `folder` with its index built (unlabelled key dropped; the missing image
+    stays listed), as Clothing1m-data.py would build it."""
+    from data.clothing_index import INDEX_FILE_NAME, build_index, index_to_bytes, read_all_splits
+
+    data = make_tiny_clothing1m(folder / "Clothing1M")
+    (data.root / INDEX_FILE_NAME).write_bytes(index_to_bytes(build_index(read_all_splits(data.root, drop_unlabelled=True))))
+    return data

@@ -34,7 +34,7 @@ KNOWN_EDGES = {
     ("main", "utils.run.driver"), ("Clothing", "utils.run.driver"), ("main", "utils.experiments"),
     ("utils.methods", "utils.methods.memomentum"), ("utils.methods", "utils.methods.ce"),
     ("utils.methods.memomentum", "utils.run.loop"), ("utils.run.driver", "utils.run.loop"),
-    ("data.noise", "utils.errors"), ("tests.test_main", "main"),
+    ("data.noise", "utils.errors"), ("tests.end_to_end.test_main", "main"),
 }
 
 

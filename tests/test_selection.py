@@ -1,7 +1,9 @@
-"""Confident-example extraction and its label quality."""
+"""utils/selection.py: confident-example extraction and its label quality; Clothing1M's per-class checkpoints."""
+import numpy as np
 import torch
 
-from utils.selection import agreement_mask, confident_set_quality, small_loss_mask
+from utils.selection import (agreement_mask, checkpoint_for_each_class, confident_set_quality, examples_by_checkpoint,
+                             rebuild_training_set, small_loss_mask, update_best_checkpoints)
 
 
 def test_agreement_is_prediction_equals_noisy_label():
@@ -37,3 +39,25 @@ def test_quality_precision_recall_hand_example():
 def test_quality_without_clean_labels():
     q = confident_set_quality(torch.tensor([True]), torch.tensor([0]), None, 2)
     assert q["precision"] is None and q["confident_size"] == 1
+
+
+# Clothing1M's per-class checkpoints (docs/method.md, "Me-Momentum on Clothing1M")
+
+def test_best_checkpoint_needs_a_strictly_higher_score_and_nan_never_wins():
+    scores, files = update_best_checkpoints(np.zeros(3), [None] * 3, np.array([10.0, 0.0, np.nan]), "a")
+    assert files == ["a", None, None] and scores.tolist()[:2] == [10.0, 0.0]
+    scores, files = update_best_checkpoints(scores, files, np.array([10.0, 5.0, 1.0]), "b")
+    assert files == ["a", "b", "b"]  # a tie keeps the earlier checkpoint
+
+def test_a_class_that_never_scored_falls_back_to_the_latest_checkpoint():
+    files, fallback = checkpoint_for_each_class(["a", None, "b"], "latest")
+    assert files == ["a", "latest", "b"] and fallback == [1]
+
+def test_rebuild_selects_per_class_with_that_class_checkpoint():
+    noisy = np.array([0, 1, 0, 2, 1, 2])
+    groups = examples_by_checkpoint(noisy, ["a", "b", "a"])
+    assert list(groups) == ["a", "b"]
+    assert groups["a"].tolist() == [0, 2, 3, 5] and groups["b"].tolist() == [1, 4]
+    # predictions of checkpoint a on 0, 2, 3, 5 and of b on 1, 4, written at the examples' positions
+    predictions = np.array([0, 1, 1, 2, 0, -1])
+    assert rebuild_training_set(noisy, predictions).tolist() == [0, 1, 3]

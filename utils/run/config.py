@@ -29,13 +29,22 @@ def option(default: Any, help: str, minimum: float | None = None, group: str | N
     return field(default=default, metadata={"help": help, "minimum": minimum, "group": group, **argparse_kwargs})
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to a flag's help, unless there is nothing to show or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, "", False) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class FlagParser(argparse.ArgumentParser):
     """argparse for every entry point: a bad flag is a UserError (one line, exit code 2) instead of
     an exit, and flags must be written in full (no abbreviations)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]

@@ -12,8 +12,7 @@ from tests.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
 from data.datasets import load_vision_data
-from tests.reference_code import reference_tree
-from tests.runs import MAIN, TINY_DIGITS, comparable, read_run, run_main
+from tests.runs import TINY_DIGITS, comparable, read_run, run_main
 
 SMALL_LOOP = ["--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2", "--no_progress"]
 RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "checkpoint.pt", "latest.pt", "best.pt")
@@ -156,41 +155,6 @@ def test_options_run_together(tmp_path, monkeypatch):
     result, _ = assert_complete_run(tmp_path / "run", "memomentum")
     assert result["config"]["select"] == "small_loss" and result["rounds"]
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-
-
-# Commits whose code today's must match number for number (tests/reference_code.py says why the
-# comparison runs their code on this machine instead of replaying stored numbers):
-# 22c56a4, the code before the run-lifecycle redesign (with the kernels it had: --sgd plain,
-# --channels_last off); 54243a0, the code before the run driver and the methods package.
-BEFORE_LIFECYCLE_REDESIGN = "22c56a4"
-BEFORE_RUN_DRIVER = "54243a0"
-
-
-def same_numbers_as(commit, args, tmp_path):
-    """Run `args` through today's main.py and through `commit`'s, here; both must give equal numbers."""
-    reference = reference_tree(commit, tmp_path / "reference-code")
-    runs = {}
-    for side, script in (("today", MAIN), ("reference", reference / "main.py")):
-        folder = tmp_path / side
-        folder.mkdir()
-        done = run_main(args + ["--output_dir", "run"], folder, script=script)
-        assert done.returncode == 0, done.stderr
-        runs[side] = comparable(folder / "run")
-    (result, metrics), (expected_result, expected_metrics) = runs["today"], runs["reference"]
-    assert {key: result[key] for key in expected_result} == expected_result
-    assert metrics == expected_metrics
-    return result
-
-
-def test_same_numbers_as_before_the_lifecycle_redesign(tmp_path):
-    same_numbers_as(BEFORE_LIFECYCLE_REDESIGN, TINY_DIGITS + ["--sgd", "plain", "--channels_last", "off"],
-                    tmp_path)
-
-
-@pytest.mark.parametrize("method", ["memomentum", "ce"])
-def test_same_numbers_as_before_the_run_driver(tmp_path, method):
-    result = same_numbers_as(BEFORE_RUN_DRIVER, TINY_DIGITS + ["--method", method], tmp_path)
-    assert result["test_acc"] > 0  # a run that learnt something, not two equal failures
 
 
 def test_result_labels_each_accuracy(tmp_path, monkeypatch):

@@ -1,0 +1,69 @@
+"""The README and docs/ stay true: every flag they name exists in an entry point's --help, every file
+of ours they name exists, and the documented SLURM job script behaves as documented."""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from utils.clothing_config import ClothingConfig
+from utils.run.config import build_parser
+from utils.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# flags of other programs the pages show: pip, torchrun, sbatch and srun
+OTHER_PROGRAMS = {"--index-url", "--standalone", "--nproc_per_node", "--nnodes", "--rdzv_id", "--rdzv_backend",
+                  "--rdzv_endpoint", "--job-name", "--nodes", "--ntasks-per-node", "--gpus-per-node",
+                  "--cpus-per-task", "--time", "--requeue", "--signal", "--output", "--gres", "--ntasks",
+                  "--array", "--open-mode", "--test-only", "--account", "--partition", "--mem",
+                  "--logdir",            # tensorboard
+                  "--repeats", "--runs",  # the benchmarks
+                  "--noise_r"}           # shown as an abbreviation that is refused
+OUR_PATH = re.compile(r"(?<![\w./-])((?:utils|tests|docs|bench|configs|models|data)/[\w/.-]+\.(?:py|md|json|sh)"
+                      r"|(?:main|Clothing|Clothing1m-data|reproduce|plot)\.py|LICENSE|CITATION\.cff)")
+
+
+def project_flags() -> set[str]:
+    parsers = [build_parser(TrainConfig, ""), build_parser(ClothingConfig, ""),
+               importlib.import_module("reproduce").build_parser()]
+    index_module = importlib.import_module("Clothing1m-data")
+    parsers.append(build_parser(index_module.IndexConfig, ""))
+    return {flag for parser in parsers for action in parser._actions for flag in action.option_strings}
+
+
+def test_every_flag_the_pages_name_exists():
+    known = project_flags() | OTHER_PROGRAMS
+    unknown = sorted({f"{page.name}: {flag}" for page in PAGES
+                      for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", page.read_text())
+                      if flag not in known and not flag.startswith("--slurm_")})
+    assert unknown == []
+    assert len(PAGES) >= 12  # README and every page of docs/
+
+
+def test_every_file_of_ours_the_pages_name_exists():
+    missing = sorted({f"{page.name}: {name}" for page in PAGES for name in OUR_PATH.findall(page.read_text())
+                      if not (REPO / name).exists()})
+    assert missing == []
+
+
+@pytest.mark.parametrize("status,requeued", [(0, False), (3, False), (75, True)])
+def test_the_documented_slurm_script_ends_with_the_runs_status_and_requeues_on_75(tmp_path, status, requeued):
+    page = (REPO / "docs" / "cluster.md").read_text()
+    script = re.search(r"## One run on SLURM.*?```bash\n(.*?)```", page, re.S).group(1)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/bash\nexit $FAKE_STATUS\n")
+    (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho \"$@\" > {tmp_path / 'requeued'}\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_STATUS=str(status), SLURM_JOB_ID="42")
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == status
+    assert (tmp_path / "requeued").exists() == requeued
+    if requeued:
+        assert (tmp_path / "requeued").read_text().split() == ["requeue", "42"]
