@@ -15,14 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from utils.run.preemption import stop_at_once_before_the_run
+
+if __name__ == "__main__":  # a stop request during the imports below (torch: seconds) ends in one line
+    stop_at_once_before_the_run()
+
 from tqdm import tqdm
 
 from data.clothing import default_num_workers, unreadable_in
-from data.clothing_index import (INDEX_FILE_NAME, NUM_CLASSES, SPLITS, build_index, count_report,
-                                 index_to_bytes, missing_images, read_all_splits, unlabelled_report)
+from data.clothing_index import (ANNOTATIONS, INDEX_FILE_NAME, NUM_CLASSES, SPLITS, build_index, count_report,
+                                 index_to_bytes, missing_images, read_all_splits, shared_images_report,
+                                 unlabelled_report)
 from utils.run.atomic import atomic_write_bytes, atomic_write_text
 from utils.run.config import format_config, option, parse_config, require
-from utils.errors import DatasetError, exit_code_of
+from utils.errors import DatasetError, UserError, exit_code_of
 from utils.run.files import check_file_target
 from utils.run.progress import progress_enabled
 
@@ -108,6 +114,9 @@ def build(config: IndexConfig) -> dict:
     """Read, check, report and write the index; returns it."""
     splits = read_all_splits(config.data_root, config.drop_unlabelled, config.num_classes)
     report_unlabelled(splits, config.drop_unlabelled)
+    shared = shared_images_report(splits)
+    if shared:
+        print(shared)
     index = build_index(splits)
     print(count_report(index, config.num_classes))
     if not config.no_image_check:
@@ -120,12 +129,24 @@ def build(config: IndexConfig) -> dict:
 
 
 def check_outputs(config: IndexConfig) -> None:
-    """Every file this run writes can be written, before the (long) reading starts."""
+    """Every file this run writes can be written, before the (long) reading starts, and none of them
+    is one of the files it reads, nor one of the others it writes."""
     targets = {"--output": config.index_path, "--missing_images_list": config.missing_images_list,
                "--unreadable_list": config.unreadable_list}
+    inputs = {(Path(config.data_root) / ANNOTATIONS / name).resolve(): name
+              for key_file, label_file, _, _ in SPLITS.values() for name in (key_file, label_file)}
+    chosen: dict[Path, str] = {}
     for flag, path in targets.items():
-        if path:
-            check_file_target(path, flag)
+        if not path:
+            continue
+        check_file_target(path, flag)
+        resolved = Path(path).resolve()
+        if resolved in inputs:
+            raise UserError(f"{flag} {path} is the annotation file {inputs[resolved]} this script reads; "
+                            f"choose another {flag}")
+        if resolved in chosen:
+            raise UserError(f"{flag} and {chosen[resolved]} name the same file {path}; choose another {flag}")
+        chosen[resolved] = flag
 
 
 def main(argv: Sequence[str] | None = None) -> int:

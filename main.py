@@ -13,6 +13,11 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from utils.run.preemption import stop_at_once_before_the_run
+
+if __name__ == "__main__":  # a stop request during the imports below (torch: seconds) ends in one line
+    stop_at_once_before_the_run()
+
 from utils.experiments import open_vision_loop
 from utils.run.config import parse_config
 from utils.run.driver import run_training

@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from utils.run.preemption import stop_at_once_before_the_run
+
+if __name__ == "__main__":  # a stop request during the imports below (torch: seconds) ends in one line
+    stop_at_once_before_the_run()
+
 from utils.errors import UserError, exit_code_of
 from utils.run.config import FlagParser
 from utils.run.files import RunFiles

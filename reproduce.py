@@ -11,7 +11,8 @@ so the same command continues an interrupted sweep. A run whose result.json is c
 aside (result.json.corrupt) and run again. The logic lives in utils/sweeps/: grid.py (grids, run
 naming, commands), launchers.py (local, SLURM), outcomes.py (what a run folder says), summary.py
 (tables), plots.py (figures). Exit codes: 0 all runs finished, 1 some failed or were preempted,
-2 bad input (one "error: ..." line), 130 interrupted.
+2 bad input (one "error: ..." line), 75 stopped by SIGTERM/SIGUSR1 and 130 by Ctrl-C (the running
+runs are stopped too, after saving; the same command resumes the sweep).
 """
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from utils.errors import EXIT_INTERRUPTED, UserError, exit_code_of
+from utils.run.preemption import stop_at_once_before_the_run
+
+if __name__ == "__main__":  # a stop request during the imports below (torch: seconds) ends in one line
+    stop_at_once_before_the_run()
+
+from utils.errors import StopRequested, UserError, exit_code_of
 from utils.methods import METHODS
 from utils.run.config import FlagParser
 from utils.sweeps.grid import (
@@ -173,10 +179,9 @@ def run_local(args: argparse.Namespace, jobs: list[Job], out: Path) -> int:
     launcher = LocalLauncher(gpus=args.gpus, jobs=args.jobs)
     try:
         launcher.run_all(jobs)
-    except KeyboardInterrupt:
-        summarize(out, plots=not args.no_plots)
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except StopRequested:
+        summarize(out, plots=False)  # the tables of what finished; then one line and 75 or 130
+        raise
     counts = summarize(out, plots=not args.no_plots)
     return 0 if counts["finished"] == sum(counts.values()) else 1
 

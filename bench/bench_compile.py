@@ -48,7 +48,7 @@ from data.vision import missing_files  # noqa: E402
 from models import build_model  # noqa: E402
 from tests.formats import random_vision_arrays  # noqa: E402
 from utils.engine import (COMPILE_MODES, compile_network, compiled_graph_count, make_sgd,  # noqa: E402
-                          predict_logits, select_device, train_one_epoch, uses_channels_last)
+                          predict_logits, select_device, synchronize, train_one_epoch, uses_channels_last)
 
 BATCH_SIZE = 128
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -88,11 +88,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def prepared_batches(workload: Workload, count: int, data_path: str,
                      device: torch.device, channels_last: bool) -> tuple[list[Batch], Batch, str]:
     """`count` full training batches and the epoch's smaller last batch, made by the device pipeline."""
@@ -126,10 +121,10 @@ def new_network(workload: Workload, device: torch.device, channels_last: bool, m
 
 
 def timed(device: torch.device, function, *args) -> tuple[float, object]:
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     result = function(*args)
-    sync(device)
+    synchronize(device)
     return time.perf_counter() - start, result
 
 

@@ -69,7 +69,7 @@ from data.datasets import load_vision_data  # noqa: E402
 from data.vision import missing_files  # noqa: E402
 from models import build_model  # noqa: E402
 from models.lenet import LeNet  # noqa: E402
-from utils.engine import make_sgd, select_device, train_one_epoch, uses_channels_last  # noqa: E402
+from utils.engine import make_sgd, select_device, synchronize, train_one_epoch, uses_channels_last  # noqa: E402
 from utils.vision_task import VisionTask, load_dataset  # noqa: E402
 from utils.methods.memomentum import MeMomentum  # noqa: E402
 from utils.run.distributed import single_process  # noqa: E402
@@ -109,14 +109,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parts", default="abc",
                         help="which parts to run: a (LeNet/MNIST), b (ResNet-18/CIFAR), c (real loop)")
     return parser.parse_args()
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued device work, so that wall-clock stamps mean what they say."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 # --------------------------------------------------------------------------- data
@@ -222,7 +214,7 @@ def stamped(batches: Iterable, device: torch.device, stamps: list[float]) -> Ite
     """Pass batches through, stamping the clock each time the consumer is done with one."""
     for batch in batches:
         yield batch
-        sync(device)
+        synchronize(device)
         stamps.append(time.perf_counter())
 
 
@@ -233,7 +225,7 @@ def epoch_seconds(make_batches: Callable[[], Batches], trainee: Trainee,
     batches = itertools.islice(source, limit)
     if limit < num_batches:  # stamps (and their syncs) only where the estimate needs them
         batches = stamped(batches, device, stamps)
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     trainee.train_epoch(trainee.model, trainee.optimizer, batches)  # both end by reading sums: the device is done
     end = time.perf_counter()
@@ -247,10 +239,10 @@ def data_rate(make_batches: Callable[[], Batches], limit: int, device: torch.dev
     """Batches per second after the first (start-up excluded), with no model."""
     source = make_batches()
     next(source)
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     count = sum(1 for _ in itertools.islice(source, limit - 1))
-    sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     source.close()
     return count / seconds
@@ -282,11 +274,11 @@ def measure_workload(workload: Workload, args: argparse.Namespace, device: torch
     data_limit = min(num_batches, 30 if args.quick else 100)
     workers = OFFICIAL_WORKERS
 
-    sync(device)
+    synchronize(device)
     setup_start = time.perf_counter()
     device_images = images_to_device(images, device)
     device_labels = torch.from_numpy(labels).long().to(device)
-    sync(device)
+    synchronize(device)
     setup_s = time.perf_counter() - setup_start
     channels_last = uses_channels_last("auto", device)  # main.py's default
     pipeline = DevicePipeline(preset.mean, preset.std, preset.crop_and_flip, device, channels_last)
@@ -359,12 +351,12 @@ class LoopClock:
         self.started: dict[str, float] = {}
 
     def start(self, key: str) -> None:
-        sync(self.device)
+        synchronize(self.device)
         self.started[key] = time.perf_counter()
 
     def stop(self, key: str, bucket: str | None = None) -> None:
         if key in self.started:
-            sync(self.device)
+            synchronize(self.device)
             self.seconds[bucket or key] += time.perf_counter() - self.started.pop(key)
 
     def timed(self, key: str, function: Callable, *args, **kwargs):
@@ -481,7 +473,7 @@ def run_loop(args: argparse.Namespace, device: torch.device) -> None:
 
         with contextlib.redirect_stdout(io.StringIO()):
             drive(config, single_process(str(device)), open_loop)
-        sync(device)
+        synchronize(device)
         loop_s = time.perf_counter() - marks["loop"]
         setup_s = marks["loop"] - marks["setup"]
     print_loop(clock.seconds, loop_s, setup_s, loops[0].state.epochs_run, n_epoch, max_inner, source)

@@ -47,16 +47,38 @@ class SplitIndex:
 
 
 def parse_key_list(lines: Iterable[str], source: str) -> list[str]:
-    """One relative image path a line; blank lines are ignored, anything else is an error."""
-    keys = []
+    """One relative image path a line; blank lines are ignored, anything else is an error (a path
+    that leaves the data root, a path listed twice)."""
+    keys, first_line = [], {}
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
             continue
         if len(text.split()) != 1:
             raise DatasetError(f"{source}, line {number}: expected one image path, got {text!r}")
+        check_inside_root(text, f"{source}, line {number}")
+        if text in first_line:
+            raise DatasetError(f"{source}, line {number}: {text} is listed a second time (first on line "
+                               f"{first_line[text]}); remove one of them")
+        first_line[text] = number
         keys.append(text)
     return keys
+
+
+def check_inside_root(key: str, where: str) -> None:
+    """An image path must lie below the data root: relative, without '..'."""
+    parts = Path(key).parts
+    if Path(key).is_absolute() or key.startswith(("/", "\\")) or ".." in parts:
+        raise DatasetError(f"{where}: the image path {key} leaves the data root; paths must be relative to "
+                           f"it, like images/0/00/123.jpg")
+
+
+def parse_label(value: str, where: str) -> int:
+    """A label written as plain ASCII digits ('3', '03'); other digit forms ('٣', '+3', '3_0', '3.0')
+    are refused rather than read as something the writer may not have meant."""
+    if not (value.isascii() and value.isdigit()):
+        raise DatasetError(f"{where}: label {value!r} is not a whole number written with the digits 0-9")
+    return int(value)
 
 
 def parse_label_kv(lines: Iterable[str], source: str, num_classes: int = NUM_CLASSES) -> dict[str, int]:
@@ -70,10 +92,8 @@ def parse_label_kv(lines: Iterable[str], source: str, num_classes: int = NUM_CLA
         if len(fields) != 2:
             raise DatasetError(f"{where}: expected 'IMAGE_PATH LABEL', got {line.strip()!r}")
         key, value = fields
-        try:
-            label = int(value)
-        except ValueError:
-            raise DatasetError(f"{where}: label {value!r} is not an integer") from None
+        check_inside_root(key, where)
+        label = parse_label(value, where)
         if not 0 <= label < num_classes:
             raise DatasetError(f"{where}: label {label} is outside 0..{num_classes - 1}")
         if labels.get(key, label) != label:
@@ -91,7 +111,7 @@ def read_lines(path: Path) -> list[str]:
     with open_binary(path, f"a Clothing1M annotation file, {path.name}", f"use {where}") as handle:
         raw = handle.read()
     try:
-        return raw.decode("utf-8").splitlines()
+        return raw.decode("utf-8-sig").splitlines()  # -sig: a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as err:
         raise DatasetError(f"annotation file {path} is not UTF-8 text ({err}); expected {where}") from None
 
@@ -122,6 +142,19 @@ def read_all_splits(data_root: str | Path, drop_unlabelled: bool,
     label_cache: dict[str, dict[str, int]] = {}
     return {split: read_split(Path(data_root), split, label_cache, drop_unlabelled, num_classes)
             for split in SPLITS}
+
+
+def shared_images_report(splits: dict[str, SplitIndex]) -> str:
+    """One line per pair of splits that list the same image (a test image also listed for training
+    flatters the reported accuracy); '' when they are disjoint. The official builder does not look."""
+    lines, names = [], list(splits)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = np.intersect1d(splits[first].keys, splits[second].keys)
+            if len(shared):
+                lines.append(f"WARNING: {len(shared)} image(s) are listed both for {first} and for {second}, "
+                             f"e.g. {shared[0]}")
+    return "\n".join(lines)
 
 
 def unlabelled_report(splits: dict[str, SplitIndex], limit: int = 10) -> str:
@@ -178,10 +211,17 @@ def load_index(path: str | Path, num_classes: int | None = None) -> dict[str, np
     except (OSError, ValueError, EOFError) as error:
         raise DatasetError(f"index file {path} is unreadable ({error}); rebuild it with "
                            f"Clothing1m-data.py") from None
+    if not isinstance(index, dict):
+        raise DatasetError(f"index file {path} holds a {type(index).__name__}, not the index's dict; {build}")
     missing = [key for key in INDEX_KEYS if key not in index]
     if missing:
         raise DatasetError(f"index file {path} lacks {', '.join(missing)}; rebuild it with Clothing1m-data.py")
     for _, _, data_key, labels_key in SPLITS.values():
+        keys, labels = np.asarray(index[data_key]), np.asarray(index[labels_key])
+        if keys.ndim != 1 or labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+            raise DatasetError(f"index file {path}: {data_key} and {labels_key} must be lists of image paths "
+                               f"and of integer labels, found shapes {keys.shape}, {labels.shape} ({labels.dtype}); "
+                               f"rebuild it with Clothing1m-data.py")
         if len(index[data_key]) != len(index[labels_key]):
             raise DatasetError(f"index file {path}: {data_key} has {len(index[data_key])} entries but "
                                f"{labels_key} has {len(index[labels_key])}; rebuild it with Clothing1m-data.py")

@@ -7,6 +7,7 @@ sharded so that every image is predicted exactly once and gathered back in order
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -89,6 +90,16 @@ class ClothingTask:
     def describe(self) -> dict[str, Any]:
         """The keys of result.json that say what was trained on."""
         return {"dataset": "clothing1m", "noise_type": "real", "noise_rate": None}
+
+    def fingerprint(self) -> str:
+        """The index the run trains on, hashed (keys and labels of every split): a resumed run must
+        find the same, whatever --data_root says."""
+        return hashlib.sha256((Path(self.config.data_root) / INDEX_FILE_NAME).read_bytes()).hexdigest()
+
+    @property
+    def weights_owner_file(self) -> Path:
+        """Beside the per-epoch weight files: which run writes them."""
+        return self.config.epoch_weights_dir / ".owner.json"
 
     def official_weights_path(self, which: str) -> None:
         """The official Clothing1M code keeps per-epoch files only (the loop writes them)."""

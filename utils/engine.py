@@ -44,6 +44,14 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device`, so that wall-clock stamps mean what they say (benchmarks)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bfloat16 autocast where the device supports it; a no-op otherwise."""
     if not enabled:
@@ -195,7 +203,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     optimizer.zero_grad(set_to_none=True)
     for images, labels in batches:
         with autocast(device, amp):
-            logits = model(images)
+            logits = forward(model, images)
             loss = loss_fn(logits.float(), labels)
         loss.backward()
         optimizer.step()
@@ -208,6 +216,17 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
         if should_stop is not None and should_stop():
             raise StopRequested
     return EpochStats(float(loss_sum), int(correct), count)
+
+
+def forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's training forward pass; a batch too small for its BatchNorm is a UserError."""
+    try:
+        return model(images)
+    except ValueError as error:
+        if "Expected more than 1 value per channel" not in str(error):
+            raise
+        raise UserError(f"a training batch of {len(images)} image(s) is too small for the network's BatchNorm "
+                        f"(one value per channel); use a larger --batch_size") from None
 
 
 def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], amp: bool = False) -> torch.Tensor:

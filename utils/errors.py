@@ -62,6 +62,16 @@ def report(error: UserError) -> int:
     return error.exit_code
 
 
+def printable_anywhere() -> None:
+    """A console that cannot show a character (a path in another script, LANG=C) shows an escape for
+    it instead of ending the run with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a text stream of a file (a test's capture)
+            pass
+
+
 def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: True) -> int:
     """Run `body`; turn every way it can end into an exit code and (on the main process) one line."""
 
@@ -69,6 +79,7 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
         if is_main():
             print(one_line(line), file=sys.stderr, flush=True)
 
+    printable_anywhere()
     try:
         return body()
     except UserError as error:
@@ -78,7 +89,7 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
         say(f"error: {error}")
         return EXIT_NON_FINITE
     except StopRequested as stop:
-        say(f"stopped ({stop.signal_name or 'stop requested'}): {stop}; continue with --resume auto")
+        say(f"stopped ({stop.signal_name or 'stop requested'}): {stop}")
         return stop.exit_code
     except KeyboardInterrupt:
         say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")

@@ -9,8 +9,11 @@ from __future__ import annotations
 from utils.clothing_task import open_task
 from utils.methods import METHODS
 from utils.run.driver import Run
-from utils.run.files import check_file_target
+from data.noisy_dataset import NoisyDataset
+from utils.errors import UserError
+from utils.run.files import check_new_file
 from utils.run.loop import Loop
+from utils.train_config import TrainConfig
 from utils.vision_task import VisionTask, describe_noise, load_dataset, save_noisy_labels
 
 
@@ -19,8 +22,9 @@ def open_vision_loop(run: Run) -> Loop | None:
     task and the method's loop; None with --noise_only."""
     config = run.config
     if config.save_noisy_labels:
-        check_file_target(config.save_noisy_labels, "--save_noisy_labels")
+        check_new_file(config.save_noisy_labels, "--save_noisy_labels")
     dataset = load_dataset(config)
+    check_split(dataset, config)
     run.log(describe_noise(dataset, config))
     if config.save_noisy_labels:
         run.log(f"noisy labels written to {save_noisy_labels(config.save_noisy_labels, dataset, config)}")
@@ -29,6 +33,18 @@ def open_vision_loop(run: Run) -> Loop | None:
     method = METHODS[config.method]
     task = VisionTask(config, dataset, run.device, show_progress=run.show_progress)
     return method.loop_class()(task, run, method.title)
+
+
+def check_split(dataset: NoisyDataset, config: TrainConfig) -> None:
+    """A split with nothing to train on, or nothing to validate on (every method here reports the
+    model of its best validation accuracy), is refused before anything runs."""
+    total = len(dataset.noisy_labels)
+    if len(dataset.train_index) == 0:
+        raise UserError(f"--data_percent {config.data_percent} leaves none of the {total} training examples to "
+                        f"train on; use a larger share (official: 0.9)")
+    if len(dataset.val_index) == 0:
+        raise UserError(f"--data_percent {config.data_percent} leaves none of the {total} training examples for "
+                        f"validation, on which every method selects its reported model; use e.g. 0.9")
 
 
 def open_clothing_loop(run: Run) -> Loop:

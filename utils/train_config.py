@@ -117,8 +117,11 @@ class VisionConfig(RunConfig):
 
     @property
     def official_checkpoint_stem(self) -> str:
-        """The official file-name stem: {dataset}-{noise_type}-{noise_rate}-{seed}."""
-        return f"{self.dataset}-{self.noise_type}-{self.noise_rate}-{self.seed}"
+        """The official file-name stem, {dataset}-{noise_type}-{noise_rate}-{seed}; other methods than
+        Me-Momentum (which the official code does not have) add their name, so that runs of a
+        sweep never share a file."""
+        stem = f"{self.dataset}-{self.noise_type}-{self.noise_rate}-{self.seed}"
+        return stem if self.method == "memomentum" else f"{stem}-{self.method}"
 
 
 def with_method_flags(base: type, methods: dict[str, Any]) -> type:

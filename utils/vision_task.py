@@ -7,6 +7,7 @@ comes from one seeded `torch.Generator`, whose state goes into every checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -92,6 +93,20 @@ class VisionTask:
         """A fresh network with SGD (momentum 0.9) and MultiStepLR(milestones) unless None."""
         config = self.config
         return sgd_trainer(self.new_model(), config.lr, config.weight_decay, config.sgd, milestones)
+
+    def fingerprint(self) -> str:
+        """What the run trains and is tested on, hashed: images, clean and noisy labels, the split. A
+        resumed run must find the same (any --data_path), or it would go on with other data."""
+        digest = hashlib.sha256()
+        for array in (self.train_images, self.val_images, self.train_labels, self.val_labels,
+                      self.train_clean_labels, self.test_images, self.test_labels):
+            digest.update(np.ascontiguousarray(array.cpu().numpy()).tobytes())
+        return digest.hexdigest()
+
+    @property
+    def weights_owner_file(self) -> Path:
+        """Beside the official weight files under --model_dir: which run writes them."""
+        return Path(self.config.model_dir) / f"{self.config.official_checkpoint_stem}.owner.json"
 
     def official_weights_path(self, which: str) -> Path:
         """The official weight file name under --model_dir: {dataset}-{noise_type}-{noise_rate}-{seed}_{which}.hdf5."""

@@ -46,7 +46,7 @@ def test_parse_key_list_skips_blank_lines_and_names_malformed_ones():
 @pytest.mark.parametrize("line, problem", [
     ("images/a.jpg", "expected 'IMAGE_PATH LABEL'"),
     ("images/a.jpg 1 2", "expected 'IMAGE_PATH LABEL'"),
-    ("images/a.jpg x", "is not an integer"),
+    ("images/a.jpg x", "is not a whole number"),
     ("images/a.jpg 14", r"outside 0\.\.13"),
     ("images/b.jpg 5", "labelled 4 earlier"),
 ])

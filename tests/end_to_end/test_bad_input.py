@@ -56,7 +56,7 @@ MAIN_CASES = {
     "huge seed": (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
     "zero batch": (["--batch_size", "0"], "--batch_size must be at least 1"),
     "negative interval": (["--checkpoint_every", "-1"], "--checkpoint_every must be >= 0"),
-    "negative threads": (["--num_threads", "-2"], "--num_threads must be >= 0"),
+    "negative threads": (["--num_threads", "-2"], "--num_threads must be between 0"),
     "one inner loop": (["--max_inner_loop", "1"], "--max_inner_loop 1 runs no inner round"),
     "symmetric_all rate": (["--noise_type", "symmetric_all", "--noise_rate", "1.5"], "--noise_rate"),
     "unknown device": (["--device", "tpu9"], "--device tpu9"),

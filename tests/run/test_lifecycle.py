@@ -121,7 +121,14 @@ def test_temporary_files_left_by_a_kill_are_removed_at_the_next_start(tmp_path, 
     files.create()
     stale = files.run_dir / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
+    open_run_folder(config, files, start_run(config, files))
+    assert not stale.exists()
+    # a user's file in the folder: a fresh run refuses to start there; one of ours (same settings,
+    # stopped before its first checkpoint) continues with --resume auto and leaves the file alone
     keep = files.run_dir / "notes.tmp"
     keep.write_text("a user's file")
-    open_run_folder(config, files, start_run(config, files))
-    assert not stale.exists() and keep.exists()
+    with pytest.raises(UserError, match="holds files this run would replace"):
+        start_run(config, files)
+    resumed = config_for(tmp_path, "--resume", "auto")
+    open_run_folder(resumed, files, start_run(resumed, files))
+    assert keep.read_text() == "a user's file"

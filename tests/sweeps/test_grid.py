@@ -169,7 +169,8 @@ def test_command_of_a_run(tmp_path: Path) -> None:
     command = build_command(grid, Run(synthetic, "ce", 3), tmp_path / "r", "py")
     assert command == ("py", "main.py", "--dataset", "cifar10", "--noise_type", "symmetric",
                        "--noise_rate", "0.2", "--method", "ce", "--seed", "3", "--n_epoch", "5",
-                       "--output_dir", str(tmp_path / "r"), "--resume", "auto")
+                       "--output_dir", str(tmp_path / "r"), "--model_dir", str(tmp_path / "r" / "model"),
+                       "--resume", "auto")
     # Real noise has no rate; --extra is appended and replaces the grid's value of the same flag.
     command = build_command(grid, Run(human, "memomentum", 1), tmp_path / "r", "py",
                             ["--n_epoch", "2", "--amp"])
@@ -183,7 +184,8 @@ def test_clothing_command_has_no_dataset_flags(tmp_path: Path) -> None:
     (run,) = expand_runs(grid, None, [2])
     assert run.name == "clothing1m-real-seed2-memomentum"
     assert build_command(grid, run, tmp_path, "py") == (
-        "py", "Clothing.py", "--seed", "2", "--output_dir", str(tmp_path), "--resume", "auto")
+        "py", "Clothing.py", "--seed", "2", "--output_dir", str(tmp_path), "--model_dir", str(tmp_path / "model"),
+        "--resume", "auto")
 
 
 def test_flag_arguments_and_extra_parsing() -> None:

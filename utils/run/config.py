@@ -127,6 +127,7 @@ def require(condition: bool, message: str) -> None:
 
 
 SEED_LIMIT = 2**32  # numpy's RandomState and the official noise code accept 0 <= seed < 2**32
+MAX_THREADS = 1024  # more would only ask the OS for threads it cannot run
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class RunConfig:
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         require(self.checkpoint_every >= 0, f"--checkpoint_every must be >= 0 seconds, got {self.checkpoint_every}")
-        require(self.num_threads >= 0, f"--num_threads must be >= 0, got {self.num_threads}")
+        require(0 <= self.num_threads <= MAX_THREADS,
+                f"--num_threads must be between 0 (automatic) and {MAX_THREADS}, got {self.num_threads}")
 
     @classmethod
     def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:

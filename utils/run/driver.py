@@ -20,13 +20,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from utils.errors import StopRequested, exit_code_of
+from utils.errors import CheckpointError, StopRequested, exit_code_of
 from utils.run.atomic import atomic_torch_save
 from utils.run.checkpoint import CHECKPOINT_FORMAT, capture_rng_states, require_format, restore_rng_states
 from utils.run.config import RunConfig, config_to_dict, format_config
 from utils.run.distributed import DistContext, any_rank, cleanup, init_distributed, single_process
-from utils.run.files import RunFiles, append_results_log
-from utils.run.lifecycle import Checkpointer, RunStart, open_run_folder, start_run
+from utils.run.files import RunFiles, append_results_log, claim_weight_files
+from utils.run.lifecycle import (Checkpointer, RunStart, lock_run_folder, open_run_folder, release_refused,
+                                 start_run)
+from utils.run.lock import RunLock
 from utils.run.loop import Loop
 from utils.run.preemption import StopFlag
 from utils.run.progress import progress_enabled
@@ -62,18 +64,41 @@ def drive(config: RunConfig, context: DistContext, open_loop: Callable[["Run"], 
     say(f"configuration:\n{format_config(config)}", flush=True)
     governor = ThreadGovernor(config.num_threads)
     files = RunFiles(config.run_dir)
-    start = start_run(config, files) if config.trains else RunStart()
-    if start.finished:
-        say(f"{files.result} exists: this run has finished (delete the folder to run it again)")
-        return 0
-    torch.manual_seed(config.seed)  # network initialisation, as the official code seeds it
-    run = Run(config, files, context, StopFlag().install(), governor)
-    loop = open_loop(run)
-    if loop is None:  # nothing to train (main.py --noise_only)
-        return 0
+    lock = lock_run_folder(files) if config.trains and context.is_main else None
+    try:
+        return drive_in_folder(config, context, open_loop, files, governor, lock, say)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable[["Run"], Loop | None],
+                    files: RunFiles, governor: ThreadGovernor, lock: RunLock | None, say: Callable) -> int:
+    try:  # until the run folder is opened, a refused or stopped run leaves nothing behind
+        start = start_run(config, files, owner=context.is_main) if config.trains else RunStart()
+        if start.finished:
+            say(f"{files.result} exists: this run has finished (delete the folder to run it again)")
+            if lock is not None:
+                release_refused(lock, files)
+            return 0
+        torch.manual_seed(config.seed)  # network initialisation, as the official code seeds it
+        run = Run(config, files, context, StopFlag().install(), governor)
+        loop = open_loop(run)
+        if loop is None:  # nothing to train (main.py --noise_only)
+            return 0
+        run.inputs = loop.task.fingerprint()
+        if start.checkpoint is not None:
+            run.check_inputs(start.checkpoint, start.checkpoint_path)
+        if context.is_main:
+            claim_weight_files(loop.task.weights_owner_file, files.run_dir)
+    except BaseException:
+        if lock is not None:
+            release_refused(lock, files)
+        raise
     say(f"device: {describe_device(context.device)}; threads: {governor.describe()}; run folder: "
         f"{files.run_dir}", flush=True)
     if context.is_main:
+        lock.sign()
         open_run_folder(config, files, start)
     if start.checkpoint is not None:
         run.restore(loop, start.checkpoint, start.checkpoint_path)
@@ -112,6 +137,7 @@ class Run:
         self.elapsed_before = 0.0
         self.started = time.time()
         self.polls = 0
+        self.inputs = ""  # the fingerprint of what the run trains on (task.fingerprint())
 
     @property
     def device(self) -> torch.device:
@@ -186,13 +212,22 @@ class Run:
         rng = capture_rng_states()
         rng.update({f"generator:{name}": state for name, state in loop.task.generator_states().items()})
         return {"format": CHECKPOINT_FORMAT, "config": self.config_dict, "world_size": self.context.world_size,
-                "loop": loop.state.to_dict(), "rng": rng, "metrics_size": self.files.metrics_size(),
+                "inputs": self.inputs, "loop": loop.state.to_dict(), "rng": rng,
+                "metrics_size": self.files.metrics_size(),
                 "elapsed_s": self.elapsed_s(), **loop.state_dict()}
 
     def checkpoint_soon(self, loop: Loop, after_write: Callable[[], None] | None = None) -> None:
         state = self.checkpoint(loop)
         if self.is_main:
             self.checkpointer.save_soon(state, live=loop.LIVE_ENTRIES, on_write=after_write)
+
+    def check_inputs(self, saved: dict[str, Any], path: Path | None) -> None:
+        """A run resumes only on the data it started with (whatever path it is read from now)."""
+        require_format(saved, path, CHECKPOINT_FORMAT)
+        if saved.get("inputs") != self.inputs:
+            raise CheckpointError(f"{path} was made from other data (its labels, split or images differ from "
+                                  f"those read now); resume with the data the run started with, or start it "
+                                  f"again in another --output_dir")
 
     def restore(self, loop: Loop, saved: dict[str, Any], path: Path | None) -> None:
         """Continue `loop` from `saved` exactly: its objects are rebuilt first, random states last."""
@@ -225,8 +260,8 @@ class Run:
                     self.checkpointer.write_now(state)
         except StopRequested as stop:
             self.checkpointer.flush()
-            raise StopRequested(f"the state of the last finished epoch is in {self.last_checkpoint()}",
-                                self.stop_flag.signal_name) from None
+            raise StopRequested(f"the state of the last finished epoch is in {self.last_checkpoint()}; "
+                                f"continue with --resume auto", self.stop_flag.signal_name) from None
 
     def close(self) -> None:
         if self.scalar_log is not None:

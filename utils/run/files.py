@@ -35,6 +35,22 @@ class RunFiles:
         self.best = self.run_dir / "best.pt"
         self.rounds = self.run_dir / "rounds"
 
+    # What may be in a run folder before its run starts: the sweep launcher's files and the lock.
+    BEFORE_THE_RUN = frozenset({"run.log", "launcher.json", ".lock"})
+
+    def files_of_others(self) -> list[str]:
+        """Names in the run folder that a starting run would replace or mix with its own."""
+        if not self.run_dir.is_dir():
+            return []
+        stale = set(self.stale_temporaries())
+        return [path.name for path in self.run_dir.iterdir() if path.name not in self.BEFORE_THE_RUN
+                and path not in stale]
+
+    def refuse_folders_in_place_of_files(self) -> None:
+        for path in (self.config, self.metrics, self.result, self.checkpoint, self.best, self.weights("latest")):
+            if path.exists() and not path.is_file():
+                raise UserError(f"{path} is a folder, not the run's file; remove it or choose another --output_dir")
+
     def weights(self, which: str) -> Path:
         """latest.pt or best.pt."""
         return self.run_dir / f"{which}.pt"
@@ -49,9 +65,12 @@ class RunFiles:
     def create(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def remove_stale_temporaries(self) -> list[Path]:
+    def stale_temporaries(self) -> list[Path]:
         """Temporary files an atomic write left when the process was killed in the middle of it."""
-        stale = [path for path in self.run_dir.glob(f".*{TEMPORARY_SUFFIX}") if path.is_file()]
+        return [path for path in self.run_dir.glob(f".*{TEMPORARY_SUFFIX}") if path.is_file()]
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        stale = self.stale_temporaries()
         for path in stale:
             path.unlink(missing_ok=True)
         return stale
@@ -182,9 +201,32 @@ def check_file_target(path: str | Path, flag: str) -> None:
     check_folder(path.parent, flag)
 
 
+def check_new_file(path: str | Path, flag: str) -> None:
+    """`path` can be written as a new file: nothing is there to be replaced (a file we did not make
+    is never overwritten), and its folder can be made."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"{flag} {path} exists already; choose another {flag}, or delete the file")
+    check_file_target(path, flag)
+
+
 def append_results_log(title: str, config_text: str, seed: int, test_acc: float,
                        log_file: str | Path = "logs/results.txt") -> None:
     """The official text log (METHOD.md §3): config line, then '<time> <title> seed-S, Best Test Acc: A'."""
     now = datetime.datetime.now().strftime("%H:%M:%S")
     append_line(log_file, f"\n{now} {config_text}")
     append_line(log_file, f"{now} {title} seed-{seed}, Best Test Acc: {test_acc}")
+
+
+def claim_weight_files(owner_file: Path | None, run_dir: Path) -> None:
+    """Weight files outside the run folder (--model_dir) belong to one run: `owner_file` beside them
+    names it, and another run may not write there while that run's folder exists."""
+    if owner_file is None:
+        return
+    me = str(Path(run_dir).resolve())
+    owner = _read_json_object(owner_file) if owner_file.is_file() else None
+    other = owner.get("run_dir") if isinstance(owner, dict) else None
+    if isinstance(other, str) and other != me and (Path(other) / "config.json").is_file():
+        raise UserError(f"the weight files beside {owner_file} belong to the run in {other}; give this run "
+                        f"its own --model_dir (or delete them)")
+    if other != me:
+        atomic_write_json(owner_file, {"run_dir": me})

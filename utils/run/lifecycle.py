@@ -21,6 +21,7 @@ from utils.errors import UserError
 from utils.run.checkpoint import config_differences, load_compatible_checkpoint, resume_path, save_checkpoint
 from utils.run.config import RunConfig, config_defaults, config_to_dict
 from utils.run.files import RunFiles, check_folder
+from utils.run.lock import RunLock
 
 
 @dataclass(frozen=True)
@@ -32,28 +33,86 @@ class RunStart:
     finished: bool = False
 
 
-def start_run(config: RunConfig, files: RunFiles) -> RunStart:
-    """Decide how this run starts, before anything is created (so bad input leaves nothing behind)."""
+def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStart:
+    """Decide how this run starts, before anything is written (so bad input leaves nothing behind).
+    `owner`: this process writes the folder (under torchrun only rank 0, which may already be writing
+    it when the others look: they only read the checkpoint)."""
     files.check_location()
     check_folder(config.model_dir, "--model_dir")
     check_folder("logs", "the official log folder")
+    files.refuse_folders_in_place_of_files()
     if config.resume == "auto" and files.result.exists():
-        saved = files.read_result().get("config")
-        differences = config_differences(saved, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
-                                         config_defaults(config))
-        if differences:
-            raise UserError(f"{files.run_dir} holds a finished run made with other settings ("
-                            f"{'; '.join(differences)}); choose another --output_dir for these settings")
-        return RunStart(finished=True)
+        return finished_run(config, files)
     if not config.resume and (files.checkpoint.exists() or files.result.exists()):
         raise UserError(f"{files.run_dir} already holds a run; pass --resume auto to continue (or "
                         f"skip) it, or choose another --output_dir, or delete the folder")
     path = resume_path(config.resume, files.checkpoint)
     if path is None:
+        if owner:
+            refuse_files_of_another_run(config, files)
         return RunStart()
     checkpoint = load_compatible_checkpoint(path, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
                                             config_defaults(config))
+    if owner and path == files.checkpoint and checkpoint.get("metrics_size", 0) > files.metrics_size():
+        raise UserError(f"{files.metrics} holds less than the {checkpoint['metrics_size']} bytes the checkpoint "
+                        f"{path} has seen written (deleted or cut?); restore it, or start the run again in "
+                        f"another --output_dir")
     return RunStart(checkpoint, path)
+
+
+def finished_run(config: RunConfig, files: RunFiles) -> RunStart:
+    """--resume auto on a folder with a result.json: finished, if it is a result of these settings."""
+    result = files.read_result()
+    if not isinstance(result.get("config"), dict) or not isinstance(result.get("test_acc"), (int, float)):
+        raise UserError(f"{files.result} is not a result of this project (no configuration or test accuracy); "
+                        f"move it away to run here, or choose another --output_dir")
+    differences = config_differences(result["config"], config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
+                                     config_defaults(config))
+    if differences:
+        raise UserError(f"{files.run_dir} holds a finished run made with other settings ("
+                        f"{'; '.join(differences)}); choose another --output_dir for these settings")
+    return RunStart(finished=True)
+
+
+def refuse_files_of_another_run(config: RunConfig, files: RunFiles) -> None:
+    """A run starting afresh owns its folder: files there that no run of these settings left behind
+    (another tool's, another run's) are never replaced."""
+    others = files.files_of_others()
+    if not others:
+        return
+    saved = files.read_config() if files.config.is_file() else None
+    ours = saved is not None and not config_differences(saved, config_to_dict(config),
+                                                        config.RESUME_NEUTRAL_FIELDS, config_defaults(config))
+    if not (config.resume == "auto" and ours):
+        listed = ", ".join(sorted(others)[:5])
+        raise UserError(f"{files.run_dir} holds files this run would replace ({listed}); choose another "
+                        f"--output_dir, or delete them (a run of the same settings that was stopped before "
+                        f"its first checkpoint continues with --resume auto)")
+
+
+def lock_run_folder(files: RunFiles) -> RunLock:
+    """Create the run folder and take its lock (one writer per folder), or refuse naming the holder.
+    Changes no file that exists already; `release_refused` undoes it if the run is then refused."""
+    files.check_location()
+    missing = [folder for folder in (files.run_dir, *files.run_dir.parents) if not folder.exists()]
+    files.create()
+    lock = RunLock(files.run_dir)
+    lock.folders_created = missing  # deepest first
+    try:
+        return lock.acquire()
+    except UserError:
+        release_refused(lock, files)
+        raise
+
+
+def release_refused(lock: RunLock, files: RunFiles) -> None:
+    """A run refused before it started leaves nothing behind: its lock file and a folder it made."""
+    lock.release(remove=True)
+    for folder in lock.folders_created:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
 
 
 def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None:

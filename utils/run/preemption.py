@@ -8,10 +8,35 @@ interrupts at once (the last written checkpoint stays).
 """
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from types import FrameType
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 75, "SIGUSR1": 75}  # utils/errors.py; kept here: imported first
+
+
+def stop_at_once_before_the_run() -> dict[int, object]:
+    """From an entry point's first instruction until a run installs its StopFlag: a stop request ends
+    the process at once, with one line and the documented exit code (every file is written
+    atomically, so nothing is left half-written). Returns the handlers it replaced."""
+    previous: dict[int, object] = {}
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            number = getattr(signal, name)
+            try:
+                previous[number] = signal.signal(number, _exit_at_once)
+            except ValueError:  # not the main thread: signals are not ours to handle
+                return previous
+    return previous
+
+
+def _exit_at_once(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    print(f"stopped ({name}): nothing is left half-written (every file is written whole or not at all); "
+          f"run the same command again", file=sys.stderr, flush=True)
+    os._exit(EXIT_CODES[name])  # at once, even in the middle of an import
 
 
 class StopFlag:

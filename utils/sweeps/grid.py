@@ -33,7 +33,8 @@ SWEEP_FILE = "sweep.json"
 SEED_LIMIT = 2 ** 32  # numpy and torch accept seeds 0 <= seed < 2**32
 
 # Flags the sweep sets itself; a grid that set them would silently fight the run naming.
-RESERVED_FLAGS = frozenset({"dataset", "noise_type", "noise_rate", "method", "seed", "output_dir", "resume"})
+RESERVED_FLAGS = frozenset({"dataset", "noise_type", "noise_rate", "method", "seed", "output_dir", "resume",
+                            "model_dir"})
 GRID_KEYS = frozenset({"description", "entry_point", "methods", "flags", "settings"})
 SETTING_KEYS = frozenset({"dataset", "noise_type", "noise_rate", "flags", "paper_test_acc", "paper_source"})
 FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -341,7 +342,8 @@ def build_command(grid: Grid, run: Run, run_dir: Path, python: str, extra: Seque
     # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check).
     overridden = flag_names(extra)
     command += flag_arguments([(name, value) for name, value in run.setting.flags if name not in overridden])
-    command += ["--output_dir", str(run_dir), "--resume", "auto"]
+    # Each run its own weight-file folder: runs of a sweep never share a file.
+    command += ["--output_dir", str(run_dir), "--model_dir", str(run_dir / "model"), "--resume", "auto"]
     command += list(extra)
     return tuple(command)
 
@@ -351,7 +353,31 @@ def flag_names(tokens: Sequence[str]) -> set[str]:
     return {token[2:].split("=", 1)[0] for token in tokens if token.startswith("--") and len(token) > 2}
 
 
+def entry_point_flags(entry_point: str) -> set[str]:
+    """Every flag of main.py or Clothing.py, as written in full."""
+    from utils.clothing_config import ClothingConfig  # the configurations import torch: only when needed
+    from utils.run.config import build_parser
+    from utils.train_config import TrainConfig
+
+    config = TrainConfig if entry_point == "main.py" else ClothingConfig
+    return {flag[2:] for action in build_parser(config, "")._actions for flag in action.option_strings}
+
+
+def check_flag_names(grid: Grid, extra: Sequence[str]) -> None:
+    """Every flag of the grid and of --extra must be a flag of the entry point, written in full: a
+    misspelt or shortened flag would otherwise make runs with settings other than their folder's."""
+    known = entry_point_flags(grid.entry_point)
+    for name in sorted(flag_names(extra)):
+        if name not in known:
+            raise UserError(f"--extra --{name}: {grid.entry_point} has no flag --{name} (flags are written in full)")
+    for setting in grid.settings:
+        for name, _ in setting.flags:
+            if name not in known:
+                raise UserError(f"grid {grid.name}, setting {setting.key}: {grid.entry_point} has no flag --{name}")
+
+
 def build_jobs(grid: Grid, runs: Sequence[Run], out: Path, python: str, extra: Sequence[str] = ()) -> list[Job]:
+    check_flag_names(grid, extra)
     out = Path(out).resolve()
     return [Job(run.name, out / run.name, build_command(grid, run, out / run.name, python, extra), run)
             for run in runs]

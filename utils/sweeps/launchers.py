@@ -7,6 +7,7 @@ run me again", 130 (EXIT_INTERRUPTED) "stopped by Ctrl-C after saving". Nothing 
 """
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
 import re
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from utils.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, UserError
+from utils.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, StopRequested, UserError
 from utils.run.atomic import atomic_write_json, atomic_write_text
 from utils.run.files import RunFiles
 from utils.sweeps.grid import REPO_ROOT, Job
@@ -31,6 +32,7 @@ from utils.sweeps.outcomes import read_launcher_record, run_state, set_aside_cor
 LOG_TAIL_LINES = 30
 STOP_GRACE_S = 60.0  # how long an interrupted run may take to save its checkpoint before it is killed
 EXIT_CANNOT_START = 127  # as a shell reports a command it cannot run
+PR_SET_PDEATHSIG = 1     # prctl(2): the signal a process gets when its parent dies
 # What CUDA_VISIBLE_DEVICES takes: GPU indices (comma-separated for a run on several) or UUIDs.
 GPU_ID = re.compile(r"\d+(,\d+)*|(GPU|MIG)-[0-9A-Za-z/-]+")
 
@@ -68,23 +70,49 @@ class LocalLauncher:
     _stopping: threading.Event = field(default_factory=threading.Event, init=False)
 
     def run_all(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
-        """Run every job; returns one launcher record per job, in the order of `jobs`."""
+        """Run every job; returns one launcher record per job, in the order of `jobs`.
+
+        A stop request to the launcher (SIGTERM, SIGUSR1, Ctrl-C) is passed on to the running runs,
+        which save and exit; the launcher waits for them, then raises StopRequested. Should the
+        launcher itself be killed, each run still gets SIGTERM (Linux: the parent-death signal)."""
         slots = list(self.gpus) if self.gpus else [None] * self.jobs
         for slot in slots:
             self._slots.put(slot)
         records: list[dict[str, Any] | None] = [None] * len(jobs)
-        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = [pool.submit(self._run_one, i, len(jobs), job) for i, job in enumerate(jobs)]
-            try:
-                for i, future in enumerate(futures):
-                    records[i] = future.result()
-            except KeyboardInterrupt:
-                self.echo("interrupted: asking the running runs to save and stop ...")
-                self._stop_all()
-                for future in futures:
-                    future.cancel()
-                raise
+        previous = self._forward_stops()
+        try:
+            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+                futures = [pool.submit(self._run_one, i, len(jobs), job) for i, job in enumerate(jobs)]
+                try:
+                    for i, future in enumerate(futures):
+                        records[i] = future.result()
+                except (KeyboardInterrupt, StopRequested) as stop:
+                    name = getattr(stop, "signal_name", None) or "SIGINT"
+                    self.echo(f"stopped ({name}): asking the running runs to save and stop ...")
+                    self._stop_all(getattr(signal, name))
+                    for future in futures:
+                        future.cancel()
+                    raise StopRequested("the running runs saved their state; run the same command again to "
+                                        "resume the sweep", name) from None
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return [r for r in records if r is not None]
+
+    def _forward_stops(self) -> dict[int, Any]:
+        """SIGTERM, SIGUSR1 and Ctrl-C stop the sweep in order; returns the handlers they replace."""
+        previous: dict[int, Any] = {}
+
+        def stop(signum: int, frame: Any) -> None:
+            raise StopRequested("stop requested", signal.Signals(signum).name)
+
+        for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
+            if hasattr(signal, name):
+                try:
+                    previous[getattr(signal, name)] = signal.signal(getattr(signal, name), stop)
+                except ValueError:  # not the main thread
+                    break
+        return previous
 
     def _run_one(self, index: int, total: int, job: Job) -> dict[str, Any]:
         prefix = f"[{index + 1}/{total}] {job.name}"
@@ -138,8 +166,8 @@ class LocalLauncher:
 
     def _wait(self, job: Job, log: Any, env: dict[str, str]) -> int:
         try:
-            process = subprocess.Popen(job.command, cwd=self.cwd, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(job.command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, preexec_fn=terminate_with_parent)
         except OSError as err:  # e.g. the interpreter does not exist
             log.write(f"could not start: {err}\n")
             return EXIT_CANNOT_START
@@ -156,20 +184,38 @@ class LocalLauncher:
         """How many runs go at once."""
         return len(self.gpus) if self.gpus else self.jobs
 
-    def _stop_all(self) -> None:
-        """SIGTERM lets main.py save and exit 75 (resumable); kill whatever outlives the grace time."""
+    def _stop_all(self, signum: int = signal.SIGTERM) -> None:
+        """Pass the stop on (main.py saves and exits 75, or 130 for SIGINT); kill whatever outlives
+        the grace time."""
         self._stopping.set()
         with self._lock:
             processes = list(self._running.values())
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
         deadline = time.time() + STOP_GRACE_S
         for process in processes:
             try:
                 process.wait(timeout=max(0.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None).prctl  # looked up in the launcher: the forked child only calls it
+    except (OSError, AttributeError):
+        return None
+
+
+PRCTL = _find_prctl() if sys.platform.startswith("linux") else None
+
+
+def terminate_with_parent() -> None:
+    """In a run's process, before it starts: get SIGTERM when the launcher dies, however it dies, so
+    that the run saves and stops instead of going on beside the next launcher's run (Linux only)."""
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def cpu_share(runs_at_once: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from utils.errors import UserError
 from utils.run.files import RunFiles
+from utils.sweeps.grid import CLOTHING_DATASET, format_rate
 
 STATUSES = ("finished", "corrupt", "failed", "preempted", "unfinished", "missing")
 ACCURACY_KEYS = ("test_acc", "best_val_acc", "test_acc_last", "test_acc_official")  # percentages
@@ -138,6 +139,8 @@ def read_outcome(run_dir: Path, setting_key: str, method: str, seed: int) -> Run
     run_dir = Path(run_dir)
     base = dict(name=run_dir.name, setting_key=setting_key, method=method, seed=seed)
     result, problem = read_checked_result(run_dir)
+    if result is not None:
+        problem = other_setting(result, setting_key, method, seed)
     if problem is not None:
         return RunOutcome(**base, status="corrupt", problem=problem)
     if result is not None:
@@ -156,6 +159,19 @@ def read_outcome(run_dir: Path, setting_key: str, method: str, seed: int) -> Run
     if run_dir.is_dir() and any(run_dir.iterdir()):
         return RunOutcome(**base, status="unfinished")
     return RunOutcome(**base, status="missing")
+
+
+def other_setting(result: dict[str, Any], setting_key: str, method: str, seed: int) -> str | None:
+    """What differs between the run a result.json describes and the run its folder stands for."""
+    rate = result.get("noise_rate")
+    parts = [str(result.get("dataset")), str(result.get("noise_type"))]
+    if rate is not None and result.get("dataset") != CLOTHING_DATASET:
+        parts.append(format_rate(rate) if isinstance(rate, (int, float)) else str(rate))
+    made = ("-".join(parts), result.get("method", method), result.get("seed", seed))
+    if "dataset" not in result or made == (setting_key, method, seed):
+        return None
+    return (f"result.json is of {made[0]} seed {made[2]} {made[1]}, not of this folder's setting "
+            f"({setting_key} seed {seed} {method})")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,332 @@
+"""Nothing lost, nothing silently wrong: one writer per run folder, launchers that stop their runs,
+files we did not make never replaced, weight files never shared, flags never guessed, a resumed run
+on its own data, and stop requests at any moment. Each hostile case ends with its exit code, one
+line on stderr and no traceback, and leaves every file already on disk byte for byte as it was."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.clothing_fixture import tiny_with_index
+from tests.end_to_end.test_bad_input import assert_one_error_line, tree_snapshot
+from tests.formats import random_vision_arrays, write_mnist
+from tests.runs import MAIN, TINY_DIGITS, read_run, run_main
+
+REPO = Path(__file__).resolve().parents[2]
+LONG_DIGITS = [*TINY_DIGITS, "--n_epoch", "15", "--max_outer_loop", "2", "--max_inner_loop", "3",
+               "--checkpoint_every", "0"]
+
+
+def start(script: Path, args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(script), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended (exit {process.returncode}): {process.stderr.read()[-800:]}")
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def lines_of(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def one_line_exit(done: subprocess.CompletedProcess, code: int, message: str) -> None:
+    """The process ended with `code` and one line on stderr, `error: ...` holding `message`."""
+    assert done.returncode == code, done.stderr
+    assert_one_error_line(done.stderr, message)
+
+
+# ------------------------------------------------------------------ one writer per run folder
+
+def test_a_second_writer_on_a_run_folder_is_refused_naming_the_first(tmp_path):
+    first = start(MAIN, LONG_DIGITS + ["--output_dir", "run"], tmp_path)
+    wait_for(lambda: lines_of(tmp_path / "run" / "metrics.jsonl") >= 2, first)
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    second = run_main(LONG_DIGITS + ["--output_dir", "run", "--resume", "auto"], tmp_path)
+    one_line_exit(second, 2, f"is in use by another run (process {first.pid}")
+    assert (tmp_path / "run" / "config.json").read_bytes() == before
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 75
+    resumed = run_main(LONG_DIGITS + ["--output_dir", "run", "--resume", "auto", "--n_epoch", "4"], tmp_path)
+    assert resumed.returncode == 2 and "other settings" in resumed.stderr  # the lock died with its process
+
+
+def sweep_grid(folder: Path) -> Path:
+    grid = folder / "grid.json"
+    grid.write_text(json.dumps({"description": "a long digits run", "methods": ["memomentum"],
+                                "flags": {"n_epoch": 15, "max_outer_loop": 2, "max_inner_loop": 3, "lr": 0.05,
+                                          "checkpoint_every": 0, "no_progress": True},
+                                "settings": [{"dataset": "digits", "noise_type": "instance", "noise_rate": 0.4}]}))
+    return grid
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 75), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
+def test_a_stopped_launcher_stops_its_runs_after_they_save(tmp_path, sig, code):
+    grid = sweep_grid(tmp_path)
+    launcher = start(REPO / "reproduce.py", ["--grid", str(grid), "--seeds", "1", "--out", "sweep", "--no_plots"],
+                     tmp_path)
+    run_dir = tmp_path / "sweep" / "digits-instance-0.4-seed1-memomentum"
+    wait_for(lambda: lines_of(run_dir / "metrics.jsonl") >= 3, launcher)
+    holder = json.loads((run_dir / ".lock").read_text())
+    launcher.send_signal(sig)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == code, stderr
+    if sig != signal.SIGKILL:
+        assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("stopped")
+    wait_for(lambda: not pid_alive(holder["pid"]), timeout=120)  # the run did not outlive its launcher
+    assert (run_dir / "checkpoint.pt").is_file()  # ... and it saved before it stopped
+    again = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--grid", str(grid), "--seeds", "1",
+                            "--out", "sweep", "--no_plots"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming" in again.stdout and (run_dir / "result.json").is_file()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (ended, not yet reaped) is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+# ------------------------------------------------------------------ files we did not make
+
+@pytest.mark.parametrize("files", [{"metrics.jsonl": "{}\n"}, {"config.json": "{}"}, {"weights.pt": "x"}])
+def test_a_fresh_run_never_replaces_files_it_did_not_make(tmp_path, files):
+    (tmp_path / "run").mkdir()
+    for name, text in files.items():
+        (tmp_path / "run" / name).write_text(text)
+    before = tree_snapshot(tmp_path)
+    done = run_main(TINY_DIGITS + ["--output_dir", "run"], tmp_path)
+    one_line_exit(done, 2, "holds files this run would replace")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_saved_noisy_labels_never_replace_a_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"precious")
+    before = tree_snapshot(tmp_path)
+    done = run_main(["--dataset", "digits", "--noise_only", "--save_noisy_labels", "run/checkpoint.pt"], tmp_path)
+    one_line_exit(done, 2, "--save_noisy_labels run/checkpoint.pt exists already")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_foreign_or_damaged_run_files_are_named(tmp_path):
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "result.json").write_text('{"accuracy": 99}')
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "config.json").mkdir()
+    before = tree_snapshot(tmp_path)
+    done = run_main(TINY_DIGITS + ["--output_dir", "foreign", "--resume", "auto"], tmp_path)
+    one_line_exit(done, 2, "is not a result of this project")
+    done = run_main(TINY_DIGITS + ["--output_dir", "dir"], tmp_path)
+    one_line_exit(done, 2, "config.json is a folder")
+    assert tree_snapshot(tmp_path) == before
+    # a checkpoint whose metrics.jsonl is gone: resuming would report epochs that are not there
+    args = TINY_DIGITS + ["--output_dir", "run", "--checkpoint_every", "0"]
+    assert run_main(args, tmp_path).returncode == 0
+    (tmp_path / "run" / "result.json").unlink()
+    (tmp_path / "run" / "metrics.jsonl").unlink()
+    before = tree_snapshot(tmp_path)
+    done = run_main(args + ["--resume", "auto"], tmp_path)
+    one_line_exit(done, 2, "metrics.jsonl holds less than")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_the_index_builder_never_replaces_its_own_inputs(tmp_path):
+    data = tiny_with_index(tmp_path)
+    key_list = data.root / "annotations" / "noisy_label_kv.txt"
+    before = tree_snapshot(tmp_path)
+    for flags in (["--output", str(key_list)], ["--missing_images_list", str(key_list)],
+                  ["--missing_images_list", "same.txt", "--unreadable_list", "same.txt"]):
+        done = subprocess.run([sys.executable, str(REPO / "Clothing1m-data.py"), "--data_root", str(data.root),
+                               *flags], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("error: ") and ("reads" in done.stderr or "the same file" in done.stderr)
+    assert tree_snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------ weight files
+
+def test_two_runs_never_share_official_weight_files(tmp_path):
+    assert run_main(TINY_DIGITS + ["--output_dir", "a"], tmp_path).returncode == 0
+    before = tree_snapshot(tmp_path / "model")
+    done = run_main(TINY_DIGITS + ["--output_dir", "b", "--lr", "0.01"], tmp_path)
+    one_line_exit(done, 2, "belong to the run in")
+    assert tree_snapshot(tmp_path / "model") == before and not (tmp_path / "b").exists()
+    # another method has names of its own, beside Me-Momentum's official ones
+    assert run_main(TINY_DIGITS + ["--output_dir", "c", "--method", "ce"], tmp_path).returncode == 0
+    assert (tmp_path / "model" / "digits-instance-0.4-1-ce_best.hdf5").is_file()
+
+
+# ------------------------------------------------------------------ flags and settings
+
+def test_shortened_flags_are_refused_everywhere(tmp_path):
+    done = run_main(["--dataset", "digits", "--noise_r", "0.0", "--noise_only"], tmp_path)
+    one_line_exit(done, 2, "unrecognized arguments: --noise_r")
+    sweep = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--grid", "digits", "--seeds", "1",
+                            "--out", "s", "--extra=--noise_r 0.0", "--dry_run"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+    one_line_exit(sweep, 2, "main.py has no flag --noise_r")
+    sweep = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--grid", "digits", "--see", "7",
+                            "--out", "s"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    one_line_exit(sweep, 2, "unrecognized arguments: --see")
+
+
+def test_the_summary_refuses_a_result_of_other_settings_than_its_folder(tmp_path):
+    from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
+    from utils.sweeps.summary import collect_summary
+
+    grid = parse_grid({"settings": [{"dataset": "digits", "noise_type": "instance", "noise_rate": 0.4}]}, "g", "g")
+    write_sweep_record(tmp_path, grid, expand_runs(grid, ["memomentum"], [1]))
+    run_dir = tmp_path / "digits-instance-0.4-seed1-memomentum"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text(json.dumps({"test_acc": 90.0, "dataset": "digits", "noise_type": "instance",
+                                                     "noise_rate": 0.0, "seed": 1, "method": "memomentum"}))
+    (outcome,) = collect_summary(tmp_path).rows[0].cells["memomentum"].outcomes
+    assert outcome.status == "corrupt" and "digits-instance-0.0 seed 1 memomentum" in outcome.problem
+
+
+def test_a_split_with_nothing_to_train_or_validate_on_is_refused(tmp_path):
+    before = tree_snapshot(tmp_path)
+    done = run_main(TINY_DIGITS + ["--data_percent", "0.0001", "--output_dir", "run"], tmp_path)
+    one_line_exit(done, 2, "leaves none of the 1438 training examples to train on")
+    done = run_main(TINY_DIGITS + ["--data_percent", "1", "--method", "ce", "--output_dir", "run"], tmp_path)
+    one_line_exit(done, 2, "for validation")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_a_resumed_run_refuses_other_data_whatever_the_path(tmp_path):
+    for folder, seed in (("one", 0), ("two", 1)):
+        write_mnist(tmp_path / folder, *random_vision_arrays("mnist", 200, 40, seed=seed))
+    args = ["--dataset", "mnist", "--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2",
+            "--batch_size", "32", "--output_dir", "run", "--checkpoint_every", "0", "--no_progress"]
+    assert run_main(args + ["--data_path", "one"], tmp_path).returncode == 0
+    (tmp_path / "run" / "result.json").unlink()
+    before = tree_snapshot(tmp_path / "run")
+    done = run_main(args + ["--data_path", "two", "--resume", "auto"], tmp_path)
+    one_line_exit(done, 2, "was made from other data")
+    assert tree_snapshot(tmp_path / "run") == before
+    assert run_main(args + ["--data_path", "one", "--resume", "auto"], tmp_path).returncode == 0
+
+
+def test_a_resumed_clothing_run_refuses_another_index(tmp_path):
+    first, second = tiny_with_index(tmp_path / "a"), tiny_with_index(tmp_path / "b")
+    index = np.load(second.root / "Clothing1m-data.npy", allow_pickle=True).item()
+    index["train_labels"] = (index["train_labels"] + 1) % 14
+    from data.clothing_index import index_to_bytes
+    (second.root / "Clothing1m-data.npy").write_bytes(index_to_bytes(index))
+    flags = ["--arch", "resnet18", "--image_size", "32", "--no_pretrain", "--n_epoch", "1", "--max_inner_loop", "1",
+             "--max_outer_loop", "2", "--num_workers", "0", "--batch_size", "8", "--eval_batch_size", "16",
+             "--output_dir", "run", "--no_progress", "--skip_bad_images", "--checkpoint_every", "0"]
+    clothing = REPO / "Clothing.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    assert subprocess.run([sys.executable, str(clothing), "--data_root", str(first.root), *flags], cwd=tmp_path,
+                          capture_output=True, timeout=300, env=env).returncode == 0
+    (tmp_path / "run" / "result.json").unlink()
+    done = subprocess.run([sys.executable, str(clothing), "--data_root", str(second.root), *flags, "--resume", "auto"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    one_line_exit(done, 2, "was made from other data")
+
+
+# ------------------------------------------------------------------ annotation files as people save them
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda lines: [lines[0], lines[0], *lines[1:]], "is listed a second time"),
+    (lambda lines: ["../outside.jpg", *lines], "leaves the data root"),
+    (lambda lines: ["/etc/passwd", *lines], "leaves the data root"),
+])
+def test_key_lists_as_people_save_them(tmp_path, edit, message):
+    data = tiny_with_index(tmp_path)
+    key_list = data.root / "annotations" / "clean_test_key_list.txt"
+    key_list.write_text("\n".join(edit(key_list.read_text().splitlines())) + "\n")
+    before = tree_snapshot(tmp_path)
+    done = subprocess.run([sys.executable, str(REPO / "Clothing1m-data.py"), "--data_root", str(data.root),
+                           "--drop_unlabelled"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert tree_snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("label,accepted", [("٣", False), ("+3", False), ("3_0", False), ("3.0", False), ("03", True)])
+def test_labels_written_in_other_digit_forms(tmp_path, label, accepted):
+    from data.clothing_index import parse_label_kv
+    from utils.errors import DatasetError
+
+    if accepted:
+        assert parse_label_kv([f"images/a.jpg {label}"], "kv") == {"images/a.jpg": 3}
+    else:
+        with pytest.raises(DatasetError, match="not a whole number written with the digits 0-9"):
+            parse_label_kv([f"images/a.jpg {label}"], "kv")
+
+
+def test_a_byte_order_mark_and_an_image_in_two_splits(tmp_path):
+    data = tiny_with_index(tmp_path)
+    annotations = data.root / "annotations"
+    kv = annotations / "clean_label_kv.txt"
+    kv.write_bytes(b"\xef\xbb\xbf" + kv.read_bytes())  # as some editors save UTF-8
+    test_keys = annotations / "clean_test_key_list.txt"
+    train_first = (annotations / "noisy_train_key_list.txt").read_text().splitlines()[0]
+    test_keys.write_text(test_keys.read_text() + train_first + "\n")
+    (annotations / "clean_label_kv.txt").write_bytes(kv.read_bytes() + f"{train_first} 3\n".encode())
+    done = subprocess.run([sys.executable, str(REPO / "Clothing1m-data.py"), "--data_root", str(data.root),
+                           "--drop_unlabelled", "--no_progress"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 image(s) are listed both for train and for test" in done.stdout
+
+
+# ------------------------------------------------------------------ stops at any moment, unusual environments
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 75), (signal.SIGUSR1, 75), (signal.SIGINT, 130)])
+def test_a_stop_during_the_imports_is_one_line_and_the_documented_code(tmp_path, sig, code):
+    process = start(MAIN, ["--dataset", "digits"], tmp_path)
+    time.sleep(0.4)  # torch takes seconds to import
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("stopped (") and "Traceback" not in stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unusual_but_legal_environments(tmp_path):
+    before = tree_snapshot(tmp_path)
+    one_line_exit(run_main(["--dataset", "digits", "--num_threads", "100000"], tmp_path), 2,
+                  "--num_threads must be between 0")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="ascii")
+    done = subprocess.run([sys.executable, str(MAIN), "--dataset", "mnist", "--data_path", "données"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "donn\\xe9es" in done.stderr
+    assert tree_snapshot(tmp_path) == before
+    # a batch of one image anywhere in the epoch, for a network whose last BatchNorm sees 1x1 values
+    one_line_exit(run_main(TINY_DIGITS + ["--network", "cnn9", "--batch_size", "1", "--n_epoch", "1",
+                                          "--output_dir", "run"], tmp_path), 2, "too small for the network's BatchNorm")
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_an_index_of_another_shape_is_one_line(tmp_path):
+    data = tiny_with_index(tmp_path)
+    np.save(data.root / "Clothing1m-data.npy", np.arange(6))
+    done = subprocess.run([sys.executable, str(REPO / "Clothing.py"), "--data_root", str(data.root),
+                           "--no_pretrain", "--arch", "resnet18"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "index file" in done.stderr, done.stderr
