@@ -63,7 +63,7 @@ class LocalLauncher:
     gpus: Sequence[str] | None = None
     jobs: int = 1
     cwd: Path = REPO_ROOT
-    echo: Callable[[str], None] = print
+    echo: Callable[[str], None] = lambda line: print(line + "\n", end="", flush=True)  # one write: threads
     _slots: "queue.Queue[str | None]" = field(default_factory=queue.Queue, init=False)
     _running: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
