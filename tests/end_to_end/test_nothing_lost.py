@@ -4,6 +4,7 @@ on its own data, and stop requests at any moment. Each hostile case ends with it
 line on stderr and no traceback, and leaves every file already on disk byte for byte as it was."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from tests.formats import random_vision_arrays, write_mnist
 from tests.runs import MAIN, TINY_DIGITS, read_run, run_main
 
 REPO = Path(__file__).resolve().parents[2]
+SHORT = ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2"]  # a run that ends in seconds
 LONG_DIGITS = [*TINY_DIGITS, "--n_epoch", "15", "--max_outer_loop", "2", "--max_inner_loop", "3",
                "--checkpoint_every", "0"]
 
@@ -44,6 +46,17 @@ def wait_for(condition, process: subprocess.Popen | None = None, timeout: float 
 
 def lines_of(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def main_in_process(args: list[str], cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """main.py's main() in this process (seconds faster than a new interpreter), as a finished process."""
+    import main as main_module
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    code = main_module.main(args)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def one_line_exit(done: subprocess.CompletedProcess, code: int, message: str) -> None:
@@ -91,6 +104,8 @@ def test_a_stopped_launcher_stops_its_runs_after_they_save(tmp_path, sig, code):
         assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("stopped")
     wait_for(lambda: not pid_alive(holder["pid"]), timeout=120)  # the run did not outlive its launcher
     assert (run_dir / "checkpoint.pt").is_file()  # ... and it saved before it stopped
+    if sig != signal.SIGTERM:
+        return
     again = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--grid", str(grid), "--seeds", "1",
                             "--out", "sweep", "--no_plots"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -131,66 +146,72 @@ def test_saved_noisy_labels_never_replace_a_file(tmp_path):
     assert tree_snapshot(tmp_path) == before
 
 
-def test_foreign_or_damaged_run_files_are_named(tmp_path):
+def test_foreign_or_damaged_run_files_are_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "result.json").write_text('{"accuracy": 99}')
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "config.json").mkdir()
     before = tree_snapshot(tmp_path)
-    done = run_main(TINY_DIGITS + ["--output_dir", "foreign", "--resume", "auto"], tmp_path)
+    done = main_in_process(TINY_DIGITS + ["--output_dir", "foreign", "--resume", "auto"], tmp_path, monkeypatch, capsys)
     one_line_exit(done, 2, "is not a result of this project")
-    done = run_main(TINY_DIGITS + ["--output_dir", "dir"], tmp_path)
+    done = main_in_process(TINY_DIGITS + ["--output_dir", "dir"], tmp_path, monkeypatch, capsys)
     one_line_exit(done, 2, "config.json is a folder")
     assert tree_snapshot(tmp_path) == before
     # a checkpoint whose metrics.jsonl is gone: resuming would report epochs that are not there
-    args = TINY_DIGITS + ["--output_dir", "run", "--checkpoint_every", "0"]
-    assert run_main(args, tmp_path).returncode == 0
+    args = TINY_DIGITS + SHORT + ["--output_dir", "run", "--checkpoint_every", "0"]
+    assert main_in_process(args, tmp_path, monkeypatch, capsys).returncode == 0
     (tmp_path / "run" / "result.json").unlink()
     (tmp_path / "run" / "metrics.jsonl").unlink()
     before = tree_snapshot(tmp_path)
-    done = run_main(args + ["--resume", "auto"], tmp_path)
+    done = main_in_process(args + ["--resume", "auto"], tmp_path, monkeypatch, capsys)
     one_line_exit(done, 2, "metrics.jsonl holds less than")
     assert tree_snapshot(tmp_path) == before
 
 
-def test_the_index_builder_never_replaces_its_own_inputs(tmp_path):
+def test_the_index_builder_never_replaces_its_own_inputs(tmp_path, monkeypatch, capsys):
+    import importlib
+
     data = tiny_with_index(tmp_path)
     key_list = data.root / "annotations" / "noisy_label_kv.txt"
+    monkeypatch.chdir(tmp_path)
     before = tree_snapshot(tmp_path)
-    for flags in (["--output", str(key_list)], ["--missing_images_list", str(key_list)],
-                  ["--missing_images_list", "same.txt", "--unreadable_list", "same.txt"]):
-        done = subprocess.run([sys.executable, str(REPO / "Clothing1m-data.py"), "--data_root", str(data.root),
-                               *flags], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert done.stderr.startswith("error: ") and ("reads" in done.stderr or "the same file" in done.stderr)
+    index_main = importlib.import_module("Clothing1m-data").main
+    for flags, message in ((["--output", str(key_list)], "is the annotation file noisy_label_kv.txt"),
+                           (["--missing_images_list", str(key_list)], "is the annotation file"),
+                           (["--missing_images_list", "same.txt", "--unreadable_list", "same.txt"], "the same file")):
+        assert index_main(["--data_root", str(data.root), *flags]) == 2
+        assert_one_error_line(capsys.readouterr().err, message)
     assert tree_snapshot(tmp_path) == before
 
 
 # ------------------------------------------------------------------ weight files
 
-def test_two_runs_never_share_official_weight_files(tmp_path):
-    assert run_main(TINY_DIGITS + ["--output_dir", "a"], tmp_path).returncode == 0
+def test_two_runs_never_share_official_weight_files(tmp_path, monkeypatch, capsys):
+    assert main_in_process(TINY_DIGITS + SHORT + ["--output_dir", "a"], tmp_path, monkeypatch, capsys).returncode == 0
     before = tree_snapshot(tmp_path / "model")
-    done = run_main(TINY_DIGITS + ["--output_dir", "b", "--lr", "0.01"], tmp_path)
+    done = main_in_process(TINY_DIGITS + SHORT + ["--output_dir", "b", "--lr", "0.01"], tmp_path, monkeypatch, capsys)
     one_line_exit(done, 2, "belong to the run in")
     assert tree_snapshot(tmp_path / "model") == before and not (tmp_path / "b").exists()
     # another method has names of its own, beside Me-Momentum's official ones
-    assert run_main(TINY_DIGITS + ["--output_dir", "c", "--method", "ce"], tmp_path).returncode == 0
+    ce = TINY_DIGITS + SHORT + ["--output_dir", "c", "--method", "ce"]
+    assert main_in_process(ce, tmp_path, monkeypatch, capsys).returncode == 0
     assert (tmp_path / "model" / "digits-instance-0.4-1-ce_best.hdf5").is_file()
 
 
 # ------------------------------------------------------------------ flags and settings
 
-def test_shortened_flags_are_refused_everywhere(tmp_path):
-    done = run_main(["--dataset", "digits", "--noise_r", "0.0", "--noise_only"], tmp_path)
-    one_line_exit(done, 2, "unrecognized arguments: --noise_r")
-    sweep = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--grid", "digits", "--seeds", "1",
-                            "--out", "s", "--extra=--noise_r 0.0", "--dry_run"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
-    one_line_exit(sweep, 2, "main.py has no flag --noise_r")
-    sweep = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--grid", "digits", "--see", "7",
-                            "--out", "s"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    one_line_exit(sweep, 2, "unrecognized arguments: --see")
+def test_shortened_flags_are_refused_everywhere(tmp_path, monkeypatch, capsys):
+    import main as main_module
+    import reproduce
+
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(["--dataset", "digits", "--noise_r", "0.0", "--noise_only"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "unrecognized arguments: --noise_r")
+    assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", "s", "--extra=--noise_r 0.0", "--dry_run"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "main.py has no flag --noise_r")
+    assert reproduce.main(["--grid", "digits", "--see", "7", "--out", "s"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "unrecognized arguments: --see")
+    assert not (tmp_path / "s").exists()
 
 
 def test_the_summary_refuses_a_result_of_other_settings_than_its_folder(tmp_path):
@@ -207,27 +228,31 @@ def test_the_summary_refuses_a_result_of_other_settings_than_its_folder(tmp_path
     assert outcome.status == "corrupt" and "digits-instance-0.0 seed 1 memomentum" in outcome.problem
 
 
-def test_a_split_with_nothing_to_train_or_validate_on_is_refused(tmp_path):
+def test_a_split_with_nothing_to_train_or_validate_on_is_refused(tmp_path, monkeypatch, capsys):
+    import main as main_module
+
+    monkeypatch.chdir(tmp_path)
     before = tree_snapshot(tmp_path)
-    done = run_main(TINY_DIGITS + ["--data_percent", "0.0001", "--output_dir", "run"], tmp_path)
-    one_line_exit(done, 2, "leaves none of the 1438 training examples to train on")
-    done = run_main(TINY_DIGITS + ["--data_percent", "1", "--method", "ce", "--output_dir", "run"], tmp_path)
-    one_line_exit(done, 2, "for validation")
+    assert main_module.main(TINY_DIGITS + ["--data_percent", "0.0001", "--output_dir", "run"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "leaves none of the 1438 training examples to train on")
+    assert main_module.main(TINY_DIGITS + ["--data_percent", "1", "--method", "ce", "--output_dir", "run"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "for validation")
     assert tree_snapshot(tmp_path) == before
 
 
-def test_a_resumed_run_refuses_other_data_whatever_the_path(tmp_path):
+def test_a_resumed_run_refuses_other_data_whatever_the_path(tmp_path, monkeypatch, capsys):
     for folder, seed in (("one", 0), ("two", 1)):
         write_mnist(tmp_path / folder, *random_vision_arrays("mnist", 200, 40, seed=seed))
     args = ["--dataset", "mnist", "--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2",
             "--batch_size", "32", "--output_dir", "run", "--checkpoint_every", "0", "--no_progress"]
-    assert run_main(args + ["--data_path", "one"], tmp_path).returncode == 0
+    assert main_in_process(args + ["--data_path", "one"], tmp_path, monkeypatch, capsys).returncode == 0
     (tmp_path / "run" / "result.json").unlink()
     before = tree_snapshot(tmp_path / "run")
-    done = run_main(args + ["--data_path", "two", "--resume", "auto"], tmp_path)
+    done = main_in_process(args + ["--data_path", "two", "--resume", "auto"], tmp_path, monkeypatch, capsys)
     one_line_exit(done, 2, "was made from other data")
     assert tree_snapshot(tmp_path / "run") == before
-    assert run_main(args + ["--data_path", "one", "--resume", "auto"], tmp_path).returncode == 0
+    resumed = main_in_process(args + ["--data_path", "one", "--resume", "auto"], tmp_path, monkeypatch, capsys)
+    assert resumed.returncode == 0
 
 
 def test_a_resumed_clothing_run_refuses_another_index(tmp_path):
@@ -256,14 +281,14 @@ def test_a_resumed_clothing_run_refuses_another_index(tmp_path):
     (lambda lines: ["../outside.jpg", *lines], "leaves the data root"),
     (lambda lines: ["/etc/passwd", *lines], "leaves the data root"),
 ])
-def test_key_lists_as_people_save_them(tmp_path, edit, message):
+def test_key_lists_as_people_save_them(tmp_path, edit, message, monkeypatch, capsys):
     data = tiny_with_index(tmp_path)
     key_list = data.root / "annotations" / "clean_test_key_list.txt"
     key_list.write_text("\n".join(edit(key_list.read_text().splitlines())) + "\n")
+    monkeypatch.chdir(tmp_path)
     before = tree_snapshot(tmp_path)
-    done = subprocess.run([sys.executable, str(REPO / "Clothing1m-data.py"), "--data_root", str(data.root),
-                           "--drop_unlabelled"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert importlib.import_module("Clothing1m-data").main(["--data_root", str(data.root), "--drop_unlabelled"]) == 2
+    assert_one_error_line(capsys.readouterr().err, message)
     assert tree_snapshot(tmp_path) == before
 
 
@@ -279,7 +304,7 @@ def test_labels_written_in_other_digit_forms(tmp_path, label, accepted):
             parse_label_kv([f"images/a.jpg {label}"], "kv")
 
 
-def test_a_byte_order_mark_and_an_image_in_two_splits(tmp_path):
+def test_a_byte_order_mark_and_an_image_in_two_splits(tmp_path, monkeypatch, capsys):
     data = tiny_with_index(tmp_path)
     annotations = data.root / "annotations"
     kv = annotations / "clean_label_kv.txt"
@@ -288,11 +313,10 @@ def test_a_byte_order_mark_and_an_image_in_two_splits(tmp_path):
     train_first = (annotations / "noisy_train_key_list.txt").read_text().splitlines()[0]
     test_keys.write_text(test_keys.read_text() + train_first + "\n")
     (annotations / "clean_label_kv.txt").write_bytes(kv.read_bytes() + f"{train_first} 3\n".encode())
-    done = subprocess.run([sys.executable, str(REPO / "Clothing1m-data.py"), "--data_root", str(data.root),
-                           "--drop_unlabelled", "--no_progress"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "1 image(s) are listed both for train and for test" in done.stdout
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module("Clothing1m-data").main(["--data_root", str(data.root), "--drop_unlabelled",
+                                                            "--no_progress"]) == 0
+    assert "1 image(s) are listed both for train and for test" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ stops at any moment, unusual environments
@@ -308,25 +332,33 @@ def test_a_stop_during_the_imports_is_one_line_and_the_documented_code(tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
-def test_unusual_but_legal_environments(tmp_path):
+def test_unusual_but_legal_environments(tmp_path, monkeypatch, capsys):
     before = tree_snapshot(tmp_path)
-    one_line_exit(run_main(["--dataset", "digits", "--num_threads", "100000"], tmp_path), 2,
-                  "--num_threads must be between 0")
+    one_line_exit(main_in_process(["--dataset", "digits", "--num_threads", "100000"], tmp_path, monkeypatch, capsys),
+                  2, "--num_threads must be between 0")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="ascii")
     done = subprocess.run([sys.executable, str(MAIN), "--dataset", "mnist", "--data_path", "données"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "donn\\xe9es" in done.stderr
     assert tree_snapshot(tmp_path) == before
     # a batch of one image anywhere in the epoch, for a network whose last BatchNorm sees 1x1 values
-    one_line_exit(run_main(TINY_DIGITS + ["--network", "cnn9", "--batch_size", "1", "--n_epoch", "1",
-                                          "--output_dir", "run"], tmp_path), 2, "too small for the network's BatchNorm")
+    batch_of_one = TINY_DIGITS + ["--network", "cnn9", "--batch_size", "1", "--n_epoch", "1", "--output_dir", "run"]
+    one_line_exit(main_in_process(batch_of_one, tmp_path, monkeypatch, capsys), 2,
+                  "too small for the network's BatchNorm")
     assert not (tmp_path / "run" / "result.json").exists()
 
 
-def test_an_index_of_another_shape_is_one_line(tmp_path):
+def test_an_index_of_another_shape_is_one_line(tmp_path, monkeypatch, capsys):
     data = tiny_with_index(tmp_path)
     np.save(data.root / "Clothing1m-data.npy", np.arange(6))
-    done = subprocess.run([sys.executable, str(REPO / "Clothing.py"), "--data_root", str(data.root),
-                           "--no_pretrain", "--arch", "resnet18"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2 and "Traceback" not in done.stderr and "index file" in done.stderr, done.stderr
+    monkeypatch.chdir(tmp_path)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    try:
+        code = importlib.import_module("Clothing").main(["--data_root", str(data.root), "--no_pretrain",
+                                                          "--arch", "resnet18", "--output_dir", "run"])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert code == 2
+    assert_one_error_line(capsys.readouterr().err, "index file")
+    assert not (tmp_path / "run").exists()

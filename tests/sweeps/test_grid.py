@@ -265,7 +265,7 @@ def test_local_sweep_digits_end_to_end(tmp_path: Path) -> None:
     """Real runs of main.py on digits (one setting, 2 seeds × 2 methods, tiny training), then the summary."""
     out = tmp_path / "sweep"
     argv = [sys.executable, "reproduce.py", "--grid", "digits", "--only", "digits-instance-0.4",
-            "--seeds", "1", "2", "--methods", "memomentum", "ce", "--out", str(out),
+            "--seeds", "1", "2", "--methods", "memomentum", "ce", "--out", str(out), "--jobs", "2",
             "--extra", "--n_epoch 2 --max_outer_loop 1 --max_inner_loop 2 --no_progress", "--no_plots"]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
