@@ -19,7 +19,7 @@ import pytest
 from tests.clothing_fixture import tiny_with_index
 from tests.end_to_end.test_bad_input import assert_one_error_line, tree_snapshot
 from tests.formats import random_vision_arrays, write_mnist
-from tests.runs import MAIN, TINY_DIGITS, read_run, run_main
+from tests.runs import MAIN, TINY_DIGITS, run_main
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2"]  # a run that ends in seconds
