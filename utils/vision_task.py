@@ -79,8 +79,10 @@ class VisionTask:
 
     def describe(self) -> dict[str, Any]:
         """The keys of result.json that say what was trained on."""
+        # CIFAR-N labels are people's: --noise_rate played no part, so none is recorded
+        rate = None if self.config.human_noise else self.config.noise_rate
         return {"dataset": self.config.dataset, "noise_type": self.config.noise_type,
-                "noise_rate": self.config.noise_rate, "actual_noise_rate": self.actual_noise_rate}
+                "noise_rate": rate, "actual_noise_rate": self.actual_noise_rate}
 
     def new_model(self) -> nn.Module:
         """A fresh network (initialised from torch's global generator, seeded once per run)."""

@@ -362,3 +362,19 @@ def test_an_index_of_another_shape_is_one_line(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert_one_error_line(capsys.readouterr().err, "index file")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("recorded_rate", [None, 0.2])
+def test_the_summary_accepts_a_human_noise_result_whatever_rate_it_records(tmp_path, recorded_rate):
+    from utils.sweeps.grid import expand_runs, parse_grid, write_sweep_record
+    from utils.sweeps.summary import collect_summary
+
+    grid = parse_grid({"settings": [{"dataset": "cifar10", "noise_type": "worst", "noise_rate": None}]}, "g", "g")
+    (run,) = expand_runs(grid, ["memomentum"], [1])
+    write_sweep_record(tmp_path, grid, [run])
+    run_dir = tmp_path / run.name
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text(json.dumps({"test_acc": 80.0, "dataset": "cifar10", "noise_type": "worst",
+                                                     "noise_rate": recorded_rate, "seed": 1, "method": "memomentum"}))
+    (outcome,) = collect_summary(tmp_path).rows[0].cells["memomentum"].outcomes
+    assert outcome.status == "finished" and outcome.test_acc == 80.0, outcome.problem
