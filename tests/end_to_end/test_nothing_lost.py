@@ -27,10 +27,11 @@ LONG_DIGITS = [*TINY_DIGITS, "--n_epoch", "15", "--max_outer_loop", "2", "--max_
                "--checkpoint_every", "0"]
 
 
-def start(script: Path, args: list[str], cwd: Path) -> subprocess.Popen:
+def start(script: Path, args: list[str], cwd: Path, own_group: bool = False) -> subprocess.Popen:
+    """`own_group`: in a process group of its own, as a terminal's foreground job is (Ctrl-C reaches all of it)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, str(script), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, process_group=0 if own_group else None)
 
 
 def wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
@@ -111,6 +112,19 @@ def test_a_stopped_launcher_stops_its_runs_after_they_save(tmp_path, sig, code):
                            capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming" in again.stdout and (run_dir / "result.json").is_file()
+
+
+def test_ctrl_c_at_a_terminal_reaches_launcher_and_runs_once_and_they_save(tmp_path):
+    grid = sweep_grid(tmp_path)
+    launcher = start(REPO / "reproduce.py", ["--grid", str(grid), "--seeds", "1", "--out", "sweep", "--no_plots",
+                                             "--extra=--checkpoint_every 100000"], tmp_path, own_group=True)
+    run_dir = tmp_path / "sweep" / "digits-instance-0.4-seed1-memomentum"
+    wait_for(lambda: lines_of(run_dir / "metrics.jsonl") >= 2, launcher)
+    assert not (run_dir / "checkpoint.pt").exists()  # only the stop writes one
+    os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C does: the launcher and its runs each get SIGINT
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stderr
+    assert (run_dir / "checkpoint.pt").is_file(), stderr  # the run was not asked twice, so it saved
 
 
 def pid_alive(pid: int) -> bool:

@@ -55,7 +55,8 @@ class StopFlag:
         name = signal.Signals(signum).name
         if name == "SIGINT" and self.signal_name == "SIGINT":
             raise KeyboardInterrupt  # asked twice: stop now, without the orderly save
-        self.signal_name = name
+        if self.signal_name is None:  # the first request names the stop (and its exit code)
+            self.signal_name = name
 
     def __call__(self) -> bool:
         return self.signal_name is not None

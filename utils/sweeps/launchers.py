@@ -89,7 +89,9 @@ class LocalLauncher:
                 except (KeyboardInterrupt, StopRequested) as stop:
                     name = getattr(stop, "signal_name", None) or "SIGINT"
                     self.echo(f"stopped ({name}): asking the running runs to save and stop ...")
-                    self._stop_all(getattr(signal, name))
+                    # SIGTERM whatever the launcher got: after a Ctrl-C at a terminal the runs have had
+                    # their own SIGINT, and a second one would stop them without saving
+                    self._stop_all()
                     for future in futures:
                         future.cancel()
                     raise StopRequested("the running runs saved their state; run the same command again to "
@@ -184,15 +186,14 @@ class LocalLauncher:
         """How many runs go at once."""
         return len(self.gpus) if self.gpus else self.jobs
 
-    def _stop_all(self, signum: int = signal.SIGTERM) -> None:
-        """Pass the stop on (main.py saves and exits 75, or 130 for SIGINT); kill whatever outlives
-        the grace time."""
+    def _stop_all(self) -> None:
+        """Pass the stop on (main.py saves and exits 75); kill whatever outlives the grace time."""
         self._stopping.set()
         with self._lock:
             processes = list(self._running.values())
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signum)
+                process.send_signal(signal.SIGTERM)
         deadline = time.time() + STOP_GRACE_S
         for process in processes:
             try:
