@@ -7,6 +7,7 @@ validation labels stay noisy.
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,3 +69,13 @@ def noisy_labels_npz(dataset: NoisyDataset, dataset_name: str, noise_type: str, 
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def same_npz_arrays(first: bytes, second: bytes) -> bool:
+    """Whether two .npz files hold the same arrays under the same names (their zip headers, which
+    carry the time they were written, may differ). Anything that is not an .npz compares unequal."""
+    try:
+        with np.load(io.BytesIO(first)) as a, np.load(io.BytesIO(second)) as b:
+            return sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False

@@ -6,12 +6,11 @@ handed to the run driver (utils/run/driver.py) as `open_loop`.
 """
 from __future__ import annotations
 
-from utils.clothing_task import open_task
 from utils.methods import METHODS
 from utils.run.driver import Run
 from data.noisy_dataset import NoisyDataset
 from utils.errors import UserError
-from utils.run.files import check_new_file
+from utils.run.files import check_file_target
 from utils.run.loop import Loop
 from utils.train_config import TrainConfig
 from utils.vision_task import VisionTask, describe_noise, load_dataset, save_noisy_labels
@@ -22,12 +21,12 @@ def open_vision_loop(run: Run) -> Loop | None:
     task and the method's loop; None with --noise_only."""
     config = run.config
     if config.save_noisy_labels:
-        check_new_file(config.save_noisy_labels, "--save_noisy_labels")
+        check_file_target(config.save_noisy_labels, "--save_noisy_labels")
     dataset = load_dataset(config)
     check_split(dataset, config)
     run.log(describe_noise(dataset, config))
     if config.save_noisy_labels:
-        run.log(f"noisy labels written to {save_noisy_labels(config.save_noisy_labels, dataset, config)}")
+        run.log(save_noisy_labels(config.save_noisy_labels, dataset, config))
     if not config.trains:
         return None
     method = METHODS[config.method]
@@ -49,5 +48,6 @@ def check_split(dataset: NoisyDataset, config: TrainConfig) -> None:
 
 def open_clothing_loop(run: Run) -> Loop:
     """Read Clothing1M's index and build the task (and the process group's share) and the loop."""
+    from utils.clothing_task import open_task  # here: main.py need not import the Clothing1M stack
     method = METHODS[run.config.method]
     return method.loop_class(clothing=True)(open_task(run.config, run), run, f"Clothing1M {method.title}")

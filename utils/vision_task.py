@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from data.device_pipeline import DevicePipeline, images_to_device
-from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz
+from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz, same_npz_arrays
 from models import build_model
+from utils.errors import UserError
 from utils.engine import (EpochStats, Trainer, compile_network, images_only, predict_logits, sgd_trainer,
                           train_one_epoch, uses_channels_last)
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
@@ -33,10 +34,17 @@ def load_dataset(config: TrainConfig) -> NoisyDataset:
 
 
 def save_noisy_labels(path: str, dataset: NoisyDataset, config: TrainConfig) -> str:
-    """--save_noisy_labels: the labels, split and transition matrix as one .npz, written atomically."""
+    """--save_noisy_labels: the labels, split and transition matrix as one .npz, written atomically;
+    returns what was done. A file already there is kept when it holds the same arrays (a resumed or
+    repeated run), and refused otherwise: a file we did not make is never replaced."""
     payload = noisy_labels_npz(dataset, config.dataset, config.noise_type, config.noise_rate,
                                config.seed, config.data_percent)
-    return str(atomic_write_bytes(path, payload))
+    if Path(path).exists():
+        if not same_npz_arrays(Path(path).read_bytes(), payload):
+            raise UserError(f"--save_noisy_labels {path} exists already and holds something else; choose "
+                            f"another --save_noisy_labels, or delete the file")
+        return f"noisy labels already in {path} (the same arrays)"
+    return f"noisy labels written to {atomic_write_bytes(path, payload)}"
 
 
 def describe_noise(dataset: NoisyDataset, config: TrainConfig) -> str:

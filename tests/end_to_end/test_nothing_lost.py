@@ -160,6 +160,18 @@ def test_saved_noisy_labels_never_replace_a_file(tmp_path):
     assert tree_snapshot(tmp_path) == before
 
 
+def test_saved_noisy_labels_are_kept_when_a_run_writes_the_same_again(tmp_path, monkeypatch, capsys):
+    flags = ["--dataset", "digits", "--noise_only", "--save_noisy_labels", "labels.npz"]
+    assert main_in_process(flags, tmp_path, monkeypatch, capsys).returncode == 0
+    first = (tmp_path / "labels.npz").read_bytes()
+    again = main_in_process(flags, tmp_path, monkeypatch, capsys)  # as a resumed run does
+    assert again.returncode == 0 and "noisy labels already in labels.npz" in again.stdout
+    assert (tmp_path / "labels.npz").read_bytes() == first
+    other_seed = main_in_process(flags + ["--seed", "2"], tmp_path, monkeypatch, capsys)
+    one_line_exit(other_seed, 2, "exists already and holds something else")
+    assert (tmp_path / "labels.npz").read_bytes() == first
+
+
 def test_foreign_or_damaged_run_files_are_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "result.json").write_text('{"accuracy": 99}')

@@ -201,14 +201,6 @@ def check_file_target(path: str | Path, flag: str) -> None:
     check_folder(path.parent, flag)
 
 
-def check_new_file(path: str | Path, flag: str) -> None:
-    """`path` can be written as a new file: nothing is there to be replaced (a file we did not make
-    is never overwritten), and its folder can be made."""
-    if Path(path).exists() and not Path(path).is_dir():
-        raise UserError(f"{flag} {path} exists already; choose another {flag}, or delete the file")
-    check_file_target(path, flag)
-
-
 def append_results_log(title: str, config_text: str, seed: int, test_acc: float,
                        log_file: str | Path = "logs/results.txt") -> None:
     """The official text log (METHOD.md §3): config line, then '<time> <title> seed-S, Best Test Acc: A'."""
