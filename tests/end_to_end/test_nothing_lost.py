@@ -194,6 +194,23 @@ def test_foreign_or_damaged_run_files_are_named(tmp_path, monkeypatch, capsys):
     assert tree_snapshot(tmp_path) == before
 
 
+def test_a_run_resumed_in_another_folder_cuts_nothing_there_and_brings_its_record(tmp_path, monkeypatch, capsys):
+    args = TINY_DIGITS + SHORT + ["--checkpoint_every", "0"]
+    assert main_in_process(args + ["--output_dir", "a"], tmp_path, monkeypatch, capsys).returncode == 0
+    (tmp_path / "a" / "result.json").unlink()
+    record = (tmp_path / "a" / "metrics.jsonl").read_bytes()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.jsonl").write_text('{"another": "run"}\n')
+    before = tree_snapshot(tmp_path)
+    moved = args + ["--resume", "a/checkpoint.pt"]
+    one_line_exit(main_in_process(moved + ["--output_dir", "b"], tmp_path, monkeypatch, capsys),
+                  2, "continues a run of another folder in b, which holds files of its own (metrics.jsonl)")
+    assert tree_snapshot(tmp_path) == before
+    assert main_in_process(moved + ["--output_dir", "c"], tmp_path, monkeypatch, capsys).returncode == 0
+    assert (tmp_path / "c" / "metrics.jsonl").read_bytes() == record  # its epochs, none run again
+    assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == record
+
+
 def test_the_index_builder_never_replaces_its_own_inputs(tmp_path, monkeypatch, capsys):
     import importlib
 

@@ -90,7 +90,7 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
         if start.checkpoint is not None:
             run.check_inputs(start.checkpoint, start.checkpoint_path)
         if context.is_main:
-            claim_weight_files(loop.task.weights_owner_file, files.run_dir)
+            claim_weight_files(loop.task.weights_owner_file, files.run_dir, start.moved_from(files))
     except BaseException:
         if lock is not None:
             release_refused(lock, files)

@@ -83,6 +83,18 @@ class RunFiles:
         append_line(self.metrics, json.dumps(record, sort_keys=False))
         return self.metrics.stat().st_size
 
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is this folder's checkpoint."""
+        return path.resolve() == self.checkpoint.resolve()
+
+    def copy_metrics_from(self, run_dir: Path, size: int) -> None:
+        """A run moved here from `run_dir` (--resume PATH) brings the record of its epochs so far:
+        the first `size` bytes of that folder's metrics.jsonl, when it has them."""
+        source = RunFiles(run_dir).metrics
+        if source.is_file() and source.stat().st_size >= size:
+            with open(source, "rb") as handle:
+                atomic_write_bytes(self.metrics, handle.read(size))
+
     def metrics_size(self) -> int:
         return self.metrics.stat().st_size if self.metrics.exists() else 0
 
@@ -209,15 +221,17 @@ def append_results_log(title: str, config_text: str, seed: int, test_acc: float,
     append_line(log_file, f"{now} {title} seed-{seed}, Best Test Acc: {test_acc}")
 
 
-def claim_weight_files(owner_file: Path | None, run_dir: Path) -> None:
+def claim_weight_files(owner_file: Path | None, run_dir: Path, moved_from: Path | None = None) -> None:
     """Weight files outside the run folder (--model_dir) belong to one run: `owner_file` beside them
-    names it, and another run may not write there while that run's folder exists."""
+    names it, and another run may not write there while that run's folder exists. A run moved to
+    `run_dir` from `moved_from` (--resume PATH) takes over the files of the run it continues."""
     if owner_file is None:
         return
     me = str(Path(run_dir).resolve())
     owner = _read_json_object(owner_file) if owner_file.is_file() else None
     other = owner.get("run_dir") if isinstance(owner, dict) else None
-    if isinstance(other, str) and other != me and (Path(other) / "config.json").is_file():
+    continued = moved_from is not None and other == str(moved_from.resolve())
+    if isinstance(other, str) and other != me and not continued and (Path(other) / "config.json").is_file():
         raise UserError(f"the weight files beside {owner_file} belong to the run in {other}; give this run "
                         f"its own --model_dir (or delete them)")
     if other != me:

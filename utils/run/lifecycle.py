@@ -32,6 +32,12 @@ class RunStart:
     checkpoint_path: Path | None = None
     finished: bool = False
 
+    def moved_from(self, files: RunFiles) -> Path | None:
+        """The folder of the run this one continues elsewhere (--resume PATH of another folder)."""
+        if self.checkpoint_path is None or files.holds(self.checkpoint_path):
+            return None
+        return self.checkpoint_path.parent
+
 
 def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStart:
     """Decide how this run starts, before anything is written (so bad input leaves nothing behind).
@@ -53,7 +59,9 @@ def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStar
         return RunStart()
     checkpoint = load_compatible_checkpoint(path, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
                                             config_defaults(config))
-    if owner and path == files.checkpoint and checkpoint.get("metrics_size", 0) > files.metrics_size():
+    if owner and not files.holds(path):
+        refuse_files_before_a_moved_run(path, files)
+    elif owner and checkpoint.get("metrics_size", 0) > files.metrics_size():
         raise UserError(f"{files.metrics} holds less than the {checkpoint['metrics_size']} bytes the checkpoint "
                         f"{path} has seen written (deleted or cut?); restore it, or start the run again in "
                         f"another --output_dir")
@@ -90,6 +98,16 @@ def refuse_files_of_another_run(config: RunConfig, files: RunFiles) -> None:
                         f"its first checkpoint continues with --resume auto)")
 
 
+def refuse_files_before_a_moved_run(checkpoint: Path, files: RunFiles) -> None:
+    """--resume PATH with a checkpoint of another folder continues that run in --output_dir, which
+    must hold no run of its own to be cut back or mixed with it."""
+    others = files.files_of_others()
+    if others:
+        raise UserError(f"--resume {checkpoint} continues a run of another folder in {files.run_dir}, which "
+                        f"holds files of its own ({', '.join(sorted(others)[:5])}); choose an empty --output_dir, "
+                        f"or continue the run in its own folder with --output_dir {checkpoint.parent} --resume auto")
+
+
 def lock_run_folder(files: RunFiles) -> RunLock:
     """Create the run folder and take its lock (one writer per folder), or refuse naming the holder.
     Changes no file that exists already; `release_refused` undoes it if the run is then refused."""
@@ -120,6 +138,9 @@ def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None
     files.create()
     files.remove_stale_temporaries()
     files.write_config(config_to_dict(config))
+    moved_from = start.moved_from(files)
+    if moved_from is not None:
+        files.copy_metrics_from(moved_from, start.checkpoint["metrics_size"])
     files.truncate_metrics(start.checkpoint["metrics_size"] if start.checkpoint else 0)
 
 
