@@ -15,6 +15,7 @@ from utils.sweeps.grid import (
     Setting,
     available_grids,
     build_command,
+    build_jobs,
     expand_runs,
     flag_arguments,
     load_grid,
@@ -177,6 +178,20 @@ def test_command_of_a_run(tmp_path: Path) -> None:
     assert "--noise_rate" not in command
     assert command[-5:] == ("--resume", "auto", "--n_epoch", "2", "--amp")
     assert command.count("--n_epoch") == 1
+
+
+def test_a_flag_of_one_method_reaches_that_methods_runs_only(tmp_path: Path) -> None:
+    grid = parse_grid({"settings": [{"dataset": "digits", "noise_type": "instance", "noise_rate": 0.4,
+                                     "flags": {"num_gradual": 5}}]}, "g", "g")
+    extra = parse_extra(["--forget_rate 0.3 --n_epoch 2"])
+    jobs = {job.run.method: job.command for job in build_jobs(grid, expand_runs(grid, None, [1]), tmp_path, "py", extra)}
+    assert jobs["coteaching"][-6:] == ("--resume", "auto", "--forget_rate", "0.3", "--n_epoch", "2")
+    assert "--num_gradual" in jobs["coteaching"]
+    for method in ("memomentum", "ce"):
+        assert jobs[method][-4:] == ("--resume", "auto", "--n_epoch", "2")
+        assert "--forget_rate" not in jobs[method] and "--num_gradual" not in jobs[method]
+    with pytest.raises(UserError, match="--forget_rate is a flag of --method coteaching, which this sweep does not run"):
+        build_jobs(grid, expand_runs(grid, ["memomentum", "ce"], [1]), tmp_path, "py", extra)
 
 
 def test_clothing_command_has_no_dataset_flags(tmp_path: Path) -> None:

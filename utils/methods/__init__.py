@@ -8,6 +8,7 @@ Flag choices, sweeps, tables and plots take the list of methods from here. Loops
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -49,6 +50,12 @@ METHODS: dict[str, Method] = {method.name: method for method in (
 )}
 
 CLOTHING_METHODS = tuple(name for name, method in METHODS.items() if method.clothing_loop)
+
+
+def flag_owners() -> dict[str, str]:
+    """The flags methods add (their options), each with the name of the method that adds it."""
+    return {spec.name: name for name, method in METHODS.items() if method.options is not None
+            for spec in dataclasses.fields(method.options)}
 
 
 def method_title(name: str) -> str:

@@ -22,7 +22,7 @@ from data.cifarn import CIFARN_TITLES
 from data.datasets import DATASETS, is_human_noise, noise_types_for
 from data.noise import NOISE_TYPES
 from utils.errors import UserError
-from utils.methods import METHODS, method_order
+from utils.methods import METHODS, flag_owners, method_order
 from utils.run.atomic import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # this file is utils/sweeps/grid.py
@@ -339,13 +339,29 @@ def build_command(grid: Grid, run: Run, run_dir: Path, python: str, extra: Seque
             command += ["--noise_rate", format_rate(run.setting.noise_rate)]
         command += ["--method", run.method]
     command += ["--seed", str(run.seed)]
-    # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check).
+    # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check);
+    # a flag one method adds (Co-teaching's --forget_rate) goes to that method's runs only.
+    owners = flag_owners()
+    extra = [token for name, tokens in flag_groups(extra) if owners.get(name, run.method) == run.method
+             for token in tokens]
     overridden = flag_names(extra)
-    command += flag_arguments([(name, value) for name, value in run.setting.flags if name not in overridden])
+    command += flag_arguments([(name, value) for name, value in run.setting.flags
+                               if name not in overridden and owners.get(name, run.method) == run.method])
     # Each run its own weight-file folder: runs of a sweep never share a file.
     command += ["--output_dir", str(run_dir), "--model_dir", str(run_dir / "model"), "--resume", "auto"]
-    command += list(extra)
+    command += extra
     return tuple(command)
+
+
+def flag_groups(tokens: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """['--lr', '0.1', '--amp'] → [('lr', ['--lr', '0.1']), ('amp', ['--amp'])]: each flag with its values."""
+    groups: list[tuple[str, list[str]]] = []
+    for token in tokens:
+        if token.startswith("--") and len(token) > 2:
+            groups.append((token[2:].split("=", 1)[0], [token]))
+        elif groups:
+            groups[-1][1].append(token)
+    return groups
 
 
 def flag_names(tokens: Sequence[str]) -> set[str]:
@@ -363,21 +379,29 @@ def entry_point_flags(entry_point: str) -> set[str]:
     return {flag[2:] for action in build_parser(config, "")._actions for flag in action.option_strings}
 
 
-def check_flag_names(grid: Grid, extra: Sequence[str]) -> None:
+def check_flag_names(grid: Grid, extra: Sequence[str], methods: Sequence[str] = ()) -> None:
     """Every flag of the grid and of --extra must be a flag of the entry point, written in full: a
-    misspelt or shortened flag would otherwise make runs with settings other than their folder's."""
+    misspelt or shortened flag would otherwise make runs with settings other than their folder's.
+    A flag one method adds needs that method among the sweep's `methods`, or it would reach no run."""
     known = entry_point_flags(grid.entry_point)
-    for name in sorted(flag_names(extra)):
+    owners = flag_owners()
+
+    def check(name: str, where: str) -> None:
         if name not in known:
-            raise UserError(f"--extra --{name}: {grid.entry_point} has no flag --{name} (flags are written in full)")
+            raise UserError(f"{where}: {grid.entry_point} has no flag --{name} (flags are written in full)")
+        if methods and name in owners and owners[name] not in methods:
+            raise UserError(f"{where}: --{name} is a flag of --method {owners[name]}, which this sweep does not "
+                            f"run (its methods: {', '.join(methods)})")
+
+    for name in sorted(flag_names(extra)):
+        check(name, f"--extra --{name}")
     for setting in grid.settings:
         for name, _ in setting.flags:
-            if name not in known:
-                raise UserError(f"grid {grid.name}, setting {setting.key}: {grid.entry_point} has no flag --{name}")
+            check(name, f"grid {grid.name}, setting {setting.key}")
 
 
 def build_jobs(grid: Grid, runs: Sequence[Run], out: Path, python: str, extra: Sequence[str] = ()) -> list[Job]:
-    check_flag_names(grid, extra)
+    check_flag_names(grid, extra, sorted({run.method for run in runs}, key=method_order))
     out = Path(out).resolve()
     return [Job(run.name, out / run.name, build_command(grid, run, out / run.name, python, extra), run)
             for run in runs]
