@@ -56,12 +56,6 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def report(error: UserError) -> int:
-    """Print `error` on stderr as one line ("error: ..."); return the exit code for it."""
-    print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
-    return error.exit_code
-
-
 def printable_anywhere() -> None:
     """A console that cannot show a character (a path in another script, LANG=C) shows an escape for
     it instead of ending the run with a UnicodeEncodeError."""
@@ -95,7 +89,10 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
         say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
         return EXIT_INTERRUPTED
     except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
-        say(f"error: cannot read or write{where}: {error.strerror or error} (check the path, its "
-            f"permissions and the free disk space; nothing written before was lost)")
+        if error.filename:
+            say(f"error: cannot read or write {error.filename}: {error.strerror or error} (check the path, its "
+                f"permissions and the free disk space; nothing written before was lost)")
+        else:
+            say(f"error: the operating system refused: {error.strerror or error} (nothing written before was "
+                f"lost; run again once the cause is gone)")
         return EXIT_USER_ERROR

@@ -154,7 +154,16 @@ def test_options_run_together(tmp_path, monkeypatch):
     assert main_module.main(args) == 0
     result, _ = assert_complete_run(tmp_path / "run", "memomentum")
     assert result["config"]["select"] == "small_loss" and result["rounds"]
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    from tests.run.test_tensorboard import read_scalars
+
+    scalars = read_scalars(tmp_path / "run" / "tensorboard")
+    epoch_steps = [step for step, _ in scalars["val/accuracy"]]
+    assert epoch_steps == list(range(1, len(epoch_steps) + 1))  # one step per epoch
+    # each extraction sits on the epoch axis, after the epochs that led to it
+    _, metrics = read_run(tmp_path / "run")
+    epochs_before_each_round = [sum(m["kind"] == "epoch" for m in metrics[:i]) for i, m in enumerate(metrics)
+                                if m["kind"] == "round"]
+    assert [step for step, _ in scalars["confident/size"]] == epochs_before_each_round
 
 
 def test_result_labels_each_accuracy(tmp_path, monkeypatch):

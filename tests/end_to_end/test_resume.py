@@ -159,6 +159,21 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_checkpoint_without_its_loop_state_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    args = TINY_DIGITS + ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2", "--output_dir", "run"]
+    monkeypatch.chdir(tmp_path)
+    assert main_module.main(args) == 0
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=False)
+    saved["loop"]["no_such_field"] = 1
+    torch.save(saved, checkpoint)
+    (tmp_path / "run" / "result.json").unlink()
+    capsys.readouterr()
+    assert main_module.main(args + ["--resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "does not hold the state of this run's loop" in err
+
+
 def test_resume_refuses_other_settings(tmp_path):
     args = TINY_DIGITS + ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
                           "--output_dir", "run"]

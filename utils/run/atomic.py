@@ -17,10 +17,15 @@ import torch
 TEMPORARY_SUFFIX = ".tmp"  # `.<name>.<random>.tmp` beside the target; a kill can leave one behind
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    # Reading the umask means setting it for a moment; done once, at import, so that no file that
+    # another thread (a DataLoader's, a launcher's) creates meanwhile gets mode 0o666.
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:
@@ -31,7 +36,7 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:
     try:
         # mkstemp makes the file private (0600); give it the permissions a plain open() would, so
         # colleagues on a shared filesystem can read results as they can read other files.
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

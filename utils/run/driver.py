@@ -102,6 +102,7 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
         open_run_folder(config, files, start)
     if start.checkpoint is not None:
         run.restore(loop, start.checkpoint, start.checkpoint_path)
+    del start  # its checkpoint (weights, optimiser, arrays) is in the loop now: not held twice while training
     try:
         run.train(loop)
     finally:
@@ -185,11 +186,11 @@ class Run:
         self.checkpoint_soon(loop, after_checkpoint)
         self.stop_if_requested()
 
-    def record_round(self, record: dict[str, Any], line: str) -> None:
+    def record_round(self, loop: Loop, record: dict[str, Any], line: str) -> None:
         if self.is_main:
             self.files.append_metrics(record)
-            if self.scalar_log is not None:
-                self.scalar_log.log_round(record, self.polls)
+            if self.scalar_log is not None:  # on the epoch axis: after the epochs that led to it
+                self.scalar_log.log_round(record, loop.state.epochs_run)
         self.log(line)
 
     def write_weights(self, which: str, weights: dict[str, torch.Tensor], official: Path | None) -> None:
@@ -235,8 +236,13 @@ class Run:
         if saved["world_size"] != self.context.world_size:
             self.log(f"WARNING: the checkpoint was written by {saved['world_size']} process(es), this run has "
                      f"{self.context.world_size}: batches and augmentation will differ from an uninterrupted run")
-        loop.state = loop.State.from_dict(saved["loop"])
-        loop.load_state_dict(saved)
+        try:
+            loop.state = loop.State.from_dict(saved["loop"])
+            loop.load_state_dict(saved)
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{path} does not hold the state of this run's loop ({type(err).__name__}: "
+                                  f"{err}); it is damaged or of another version: start the run again in another "
+                                  f"--output_dir") from None
         self.elapsed_before, self.started = saved["elapsed_s"], time.time()
         restore_rng_states(saved["rng"])
         generators = {key.removeprefix("generator:"): value for key, value in saved["rng"].items()

@@ -141,7 +141,7 @@ class Loop:
         """Log a round (an extraction, a rebuilt training set) in metrics.jsonl and the log; its
         `summary` (default: the whole record) goes into result.json's rounds."""
         self.state.rounds.append(record if summary is None else summary)
-        self.run.record_round(record, line)
+        self.run.record_round(self, record, line)
 
     def keep_best_and_test(self, val_acc: float, model: nn.Module,
                            tested: TestAccuracy | None = None) -> float | None:

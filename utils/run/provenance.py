@@ -17,7 +17,8 @@ def git_state(repo_dir: str | Path = REPO) -> tuple[str | None, bool | None]:
     commit = _git(repo_dir, "rev-parse", "HEAD")
     if not commit:
         return None, None
-    changes = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
+    # --no-optional-locks: a run never takes git's index lock (it would block the user's own git commands)
+    changes = _git(repo_dir, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
     return commit, None if changes is None else bool(changes)
 
 
