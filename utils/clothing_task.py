@@ -25,9 +25,9 @@ from utils.engine import Trainer, compile_network, predict_logits, sgd_trainer, 
 from utils.errors import StopRequested
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
 from utils.run.checkpoint import load_checkpoint
-from utils.run.distributed import (DistContext, all_reduce_sum, broadcast_buffers, gather_objects, gather_sharded,
-                                   main_process_first, shard_for_training, shard_indices, unwrap_model,
-                                   wrap_model)
+from utils.run.distributed import (STOP_POLL_EVERY, DistContext, all_reduce_sum, broadcast_buffers, gather_objects,
+                                   gather_sharded, main_process_first, shard_for_training, shard_indices,
+                                   unwrap_model, wrap_model)
 from utils.run.progress import with_progress
 from utils.run.provenance import describe_device
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 ClothingConfig = Any
 
 MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
-STOP_POLL_EVERY = 8     # prediction batches between collective checks for a stop request
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -23,6 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from utils.engine import select_device
 from utils.errors import UserError
 
+STOP_POLL_EVERY = 8  # batches between collective checks for a stop request under torchrun (each costs a sync)
+
 
 @dataclass(frozen=True)
 class DistContext:

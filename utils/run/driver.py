@@ -24,7 +24,8 @@ from utils.errors import CheckpointError, StopRequested, exit_code_of
 from utils.run.atomic import atomic_torch_save
 from utils.run.checkpoint import CHECKPOINT_FORMAT, capture_rng_states, require_format, restore_rng_states
 from utils.run.config import RunConfig, config_to_dict, format_config
-from utils.run.distributed import DistContext, any_rank, cleanup, init_distributed, single_process
+from utils.run.distributed import (STOP_POLL_EVERY, DistContext, any_rank, cleanup, init_distributed,
+                                   single_process)
 from utils.run.files import RunFiles, append_results_log, claim_weight_files
 from utils.run.lifecycle import (Checkpointer, RunStart, lock_run_folder, open_run_folder, release_refused,
                                  start_run)
@@ -35,7 +36,6 @@ from utils.run.progress import progress_enabled
 from utils.run.provenance import describe_device, git_state, versions
 from utils.run.threads import ThreadGovernor
 
-STOP_POLL_EVERY = 8  # batches between collective checks for a stop request under torchrun
 
 
 def run_training(parse: Callable[[], RunConfig], open_loop: Callable[["Run"], Loop | None],
