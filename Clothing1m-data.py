@@ -1,8 +1,9 @@
 """Build the Clothing1M index file `<data_root>/Clothing1m-data.npy` from the official annotations.
 
-METHOD.md §4 (format) and §5 (quirks): keys without a label are listed and stop the build
-(or are dropped together with their label with --drop_unlabelled); missing image files are
-reported; --verify_images also decodes every image in parallel and lists unreadable ones.
+docs/clothing1m.md, "Build the index" (the format, and where we differ from the official
+builder): keys without a label are listed and stop the build (or are dropped together with their
+label with --drop_unlabelled); missing image files are reported; --verify_images also decodes
+every image in parallel and lists unreadable ones.
 The logic lives in data/clothing_index.py; this script only parses flags and reports.
 
     python Clothing1m-data.py --data_root data/Clothing1M_Official/

@@ -1,7 +1,7 @@
 """Time label-noise generation for 60,000 MNIST-sized examples against naive per-example references.
 
 Run from the repository root: ``python bench/bench_noise.py``. The references below follow the
-official code's structure (one example at a time, METHOD.md section 2) and run in this process.
+official code's structure (one example at a time, docs/noise.md) and run in this process.
 """
 
 from __future__ import annotations

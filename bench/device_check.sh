@@ -25,7 +25,7 @@ $py -c "import torch, torchvision; print(torch.__version__, torchvision.__versio
 
 step "unit tests" | tee -a "$out/summary.txt"
 $py -m pytest -q tests/test_engine.py tests/data/test_device_pipeline.py tests/test_selection.py \
-    tests/test_memomentum.py 2>&1 | tail -3 | tee -a "$out/summary.txt" || status=1
+    tests/methods/test_memomentum.py 2>&1 | tail -3 | tee -a "$out/summary.txt" || status=1
 
 step "main.py on CUDA, SIGTERM, resume" | tee -a "$out/summary.txt"
 $py - "$scratch/files" <<'PY'

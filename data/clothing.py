@@ -1,4 +1,4 @@
-"""Clothing1M images for training (METHOD.md §4): JPEG decoding in DataLoader workers, the rest on the device.
+"""Clothing1M images for training (docs/clothing1m.md): JPEG decoding in DataLoader workers, the rest on the device.
 
 Workers only read, decode and resize each image to image_size × image_size uint8 (the fixed
 `Resize((256, 256))` both official transforms start with). Batches travel as uint8; the random
@@ -137,7 +137,8 @@ class ClothingSplits:
 
 
 def build_splits(index: dict[str, np.ndarray], root: str | Path, image_size: int, seed: int) -> ClothingSplits:
-    """One dataset of train + val + test, with the training list shuffled once (METHOD.md §4).
+    """One dataset of train + val + test, with the training list shuffled once (docs/method.md,
+    "Me-Momentum on Clothing1M").
 
     The official code shuffles the list with numpy's global generator seeded with --seed, first
     draw; a private RandomState(seed).permutation gives the same order without global state.

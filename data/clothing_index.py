@@ -1,9 +1,10 @@
-"""The Clothing1M index: official annotation files in, the `Clothing1m-data.npy` dict out (METHOD.md §4).
+"""The Clothing1M index: official annotation files in, the `Clothing1m-data.npy` dict out
+(docs/clothing1m.md, "Build the index").
 
 Pure functions over text and arrays; `Clothing1m-data.py` is the thin script around them.
 Unlike the official builder, a key without a label is never dropped silently (that misaligns
-every later label, METHOD.md §5): it is reported, and either stops the build or is dropped
-together with its label.
+every later label; docs/method.md, "Quirks of the official code"): it is reported, and either
+stops the build or is dropped together with its label.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ SPLITS: dict[str, tuple[str, str, str, str]] = {
     "test": ("clean_test_key_list.txt", "clean_label_kv.txt", "test_data", "test_labels"),
 }
 INDEX_KEYS = tuple(key for _, _, data, labels in SPLITS.values() for key in (data, labels))
-# What each split is for: an empty one cannot do it (METHOD.md §4).
+# What each split is for: an empty one cannot do it (docs/method.md, "Me-Momentum on Clothing1M").
 SPLIT_PURPOSES = {"train": "to train on", "val": "to score and select checkpoints",
                   "test": "to report the test accuracy"}
 REBUILD = "rebuild it with Clothing1m-data.py"

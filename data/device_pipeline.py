@@ -1,4 +1,4 @@
-"""The device-resident input pipeline for MNIST, CIFAR and digits (METHOD.md §1).
+"""The device-resident input pipeline for MNIST, CIFAR and digits (docs/method.md, "Data").
 
 Images live on the device as one uint8 tensor [N, C, H, W]. Each epoch draws one permutation
 and, for CIFAR, one crop offset and one flip per example from a seeded `torch.Generator`; a

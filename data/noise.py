@@ -1,4 +1,4 @@
-"""Synthetic label noise: symmetric, pair-flip and instance-dependent (METHOD.md, section 2).
+"""Synthetic label noise: symmetric, pair-flip and instance-dependent (docs/noise.md).
 
 Also ``symmetric_all``, the other convention peers call "symmetric r" (DivideMix and its
 followers): with probability r the label is replaced by a class drawn from all C classes, so it
@@ -8,7 +8,7 @@ replace; here each label is replaced with probability r: same matrix, same expec
 
 Every generator is a pure function of its inputs and a seed. The official code seeds numpy's
 global generator; a private ``np.random.RandomState(seed)`` yields the same stream, so we
-reproduce the official labels bit for bit without touching global state (STYLE.md, rule 4).
+reproduce the official labels bit for bit without touching global state.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from utils.errors import UserError
 
 # Instance noise: per-example flip rates are drawn from N(rate, 0.1^2) truncated to [0, 1]
-# (Xia et al. 2020, as in the official code; METHOD.md, section 2).
+# (Xia et al. 2020, as in the official code; docs/noise.md).
 INSTANCE_FLIP_RATE_STD = 0.1
 
 
@@ -81,7 +81,7 @@ NOISE_TYPES: dict[str, NoiseType] = {noise.name: noise for noise in (
 def flip_with_transition(clean_labels: np.ndarray, transition: np.ndarray, seed: int) -> np.ndarray:
     """Draw each noisy label from row T[y_i], replaying the official sequence of draws exactly.
 
-    A per-example loop on purpose (METHOD.md, section 2): legacy ``multinomial`` consumes a
+    A per-example loop on purpose (docs/noise.md): legacy ``multinomial`` consumes a
     data-dependent number of uniforms (one binomial per category tried, stopping at the first
     hit), so example i's draws start where example i-1's stopped and cannot be batched exactly.
     """
@@ -137,8 +137,9 @@ def instance_dependent_labels(
 ) -> np.ndarray:
     """Instance-dependent noise of Xia et al. (2020), replaying the official draws exactly.
 
-    Draw order on one stream seeded with ``seed`` (METHOD.md, section 2): N truncated-normal
-    flip rates, then W = randn(C, D, C), then one uniform per example for its new label.
+    Draw order on one stream seeded with ``seed``, as in the official code (docs/noise.md): N
+    truncated-normal flip rates, then W = randn(C, D, C), then one uniform per example for its new
+    label.
     ``images`` are in native layout (MNIST [N, 28, 28], CIFAR [N, 32, 32, 3]), raw 0-255.
     """
     clean_labels = np.asarray(clean_labels, dtype=np.int64)
@@ -196,7 +197,8 @@ def make_noisy_labels(
 ) -> NoisyLabels:
     """Corrupt all training labels as the official code does for (noise_type, noise_rate, seed).
 
-    Rate 0 returns the clean labels (the official code crashes there; METHOD.md, section 5).
+    Rate 0 returns the clean labels (the official code crashes there; docs/method.md, "Quirks of
+    the official code").
     """
     clean_labels = np.asarray(clean_labels)
     _validate(clean_labels, images, noise_type, noise_rate, num_classes)

@@ -1,5 +1,6 @@
 """The noisy training data of one run: the dataset read from disk, its noisy labels and the
-official train/validation split (METHOD.md §1-2), and their export for other methods.
+official train/validation split (docs/method.md, "Data"; docs/noise.md), and their export for
+other methods.
 
 Noise is applied to every training example, then the split is drawn with the same seed;
 validation labels stay noisy.

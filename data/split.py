@@ -1,4 +1,4 @@
-"""Train / validation split of the noisy training set, drawn as the official code does (METHOD.md, section 2)."""
+"""Train / validation split of the noisy training set, drawn as the official code does (docs/noise.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Read MNIST, CIFAR-10 and CIFAR-100 from their standard files, plus scikit-learn's `digits` (METHOD.md §1).
+"""Read MNIST, CIFAR-10 and CIFAR-100 from their standard files, plus scikit-learn's `digits` (docs/data.md).
 
 Every reader returns a `VisionData`: uint8 images in the dataset's native layout (MNIST and
 digits [N, 28, 28]; CIFAR [N, 32, 32, 3], height-width-channel like torchvision's `.data`)
-and int64 labels. The native layout matters: instance-dependent noise (METHOD.md §2) is
+and int64 labels. The native layout matters: instance-dependent noise (docs/noise.md) is
 computed from the raw pixels in exactly this layout.
 
 Files are parsed here, not by torchvision; torchvision is used only to download.

@@ -1,4 +1,4 @@
-"""LeNet for 28×28 grey images (METHOD.md §1), with as many outputs as the dataset has classes."""
+"""LeNet for 28×28 grey images (docs/method.md, "Data"), with as many outputs as the dataset has classes."""
 from __future__ import annotations
 
 import torch
@@ -13,7 +13,7 @@ class LeNet(nn.Module):
     maximum is positive both orders pass the gradient to the same (first) maximal position, and
     where it is not, ReLU blocks it either way. Pooling first makes ReLU work on a quarter of the
     values, and the CPU's pooling kernel is faster on the raw conv output: a training step takes
-    ~20 % less time on a 2-core CPU (tests/test_models.py checks the equality).
+    ~20 % less time on a 2-core CPU (tests/models/test_models.py checks the equality).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
@@ -22,7 +22,8 @@ class LeNet(nn.Module):
             nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
             nn.Conv2d(6, 16, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
         )
-        # The official LeNet always has 10 outputs; ours follows the dataset (METHOD.md §5).
+        # The official LeNet always has 10 outputs; ours follows the dataset
+        # (docs/method.md, "Quirks of the official code").
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * 5 * 5, 120), nn.ReLU(),

@@ -1,4 +1,4 @@
-"""ImageNet-pretrained torchvision ResNets with a new last layer, for Clothing1M (METHOD.md §4).
+"""ImageNet-pretrained torchvision ResNets with a new last layer, for Clothing1M (docs/clothing1m.md).
 
 The official code builds `resnet50(pretrained=True)` (the IMAGENET1K_V1 weights) and replaces
 `fc` by a fresh `Linear(2048, num_classes)`. Here the ImageNet weights are read once

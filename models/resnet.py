@@ -1,4 +1,4 @@
-"""CIFAR-style ResNet-18/34 as in the official code (METHOD.md §1).
+"""CIFAR-style ResNet-18/34 as in the official code (docs/method.md, "Data").
 
 Differs from the ImageNet ResNet: a 3×3 stride-1 stem with **no padding** (32×32 → 30×30),
 no max-pool, and BasicBlocks throughout.

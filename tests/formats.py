@@ -1,4 +1,4 @@
-"""Write small datasets in MNIST's IDX and CIFAR's pickle formats, so tests read real formats (METHOD.md §1).
+"""Write small datasets in MNIST's IDX and CIFAR's pickle formats, so tests read real formats (docs/data.md).
 
 The files match what `data/vision.py` reads and what the official downloads contain: IDX with
 big-endian headers (optionally gzipped, as torchvision ships MNIST), and CIFAR pickles of dicts

@@ -141,7 +141,8 @@ class Validation:
 
 
 def validate(task: ClothingTask, trainer: Trainer) -> Validation:
-    """Clean validation set, eval transform (METHOD.md §4): overall accuracy and the per-class scores."""
+    """Clean validation set, eval transform (docs/method.md, "Me-Momentum on Clothing1M"): overall
+    accuracy and the per-class scores."""
     broadcast_buffers(trainer.model)
     predictions = predict_positions(task, trainer.module, task.splits.val)
     labels = task.splits.labels[task.splits.val]
@@ -210,7 +211,7 @@ def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int,
                      bad: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(augmented normalised images, labels) on the device; unreadable images get the ignored label."""
     # A last batch of one image is a batch of its own, as officially, unless the images are so small
-    # that BatchNorm would fail on it: then it joins the batch before it (README, Clothing1M).
+    # that BatchNorm would fail on it: then it joins the batch before it (docs/clothing1m.md).
     fold = not batch_of_one_trains(task.config.image_size)
     for batch in task.loader.batches(positions, batch_size, fold_single_last=fold):
         bad += raise_or_count_bad(batch, task.config.skip_bad_images)

@@ -1,5 +1,6 @@
-"""The accuracy measures of METHOD.md §3-5: exact accuracy, the official per-batch mean, the
-class-balanced validation accuracy (main.py), and Clothing1M's per-class accuracy, precision and score."""
+"""The accuracy measures of docs/method.md and docs/outputs.md ("Which accuracy is which"): exact
+accuracy, the official per-batch mean, the class-balanced validation accuracy (main.py), and
+Clothing1M's per-class accuracy, precision and score."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -23,8 +24,9 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def batch_mean_accuracy(predictions: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """The official printout (METHOD.md §5): the unweighted mean of the accuracies of consecutive
-    batches of `batch_size`, so a smaller last batch counts as much as a full one."""
+    """The official printout (docs/method.md, "Quirks of the official code"): the unweighted mean
+    of the accuracies of consecutive batches of `batch_size`, so a smaller last batch counts as much
+    as a full one."""
     if labels.numel() == 0:
         return 0.0
     hits = (predictions == labels).cpu().double()
@@ -34,7 +36,7 @@ def batch_mean_accuracy(predictions: torch.Tensor, labels: torch.Tensor, batch_s
 
 
 def class_balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Mean over classes of per-class accuracy, in percent, rounded to 2 decimals (METHOD.md §3).
+    """Mean over classes of per-class accuracy, in percent, rounded to 2 decimals (docs/method.md, "Me-Momentum").
 
     The official code averages over all classes and yields NaN when a class is absent from the
     validation set (so nothing ever counts as an improvement); we average over present classes.
@@ -68,6 +70,6 @@ def per_class_accuracy_precision(predictions: np.ndarray, labels: np.ndarray,
 
 
 def per_class_scores(per_class_acc: np.ndarray, per_class_precision: np.ndarray, beta: float) -> np.ndarray:
-    """score_c = beta · a_c + (1 − beta) · p_c (METHOD.md §4)."""
+    """score_c = beta · a_c + (1 − beta) · p_c (docs/method.md, "Me-Momentum on Clothing1M")."""
     return beta * np.asarray(per_class_acc, dtype=np.float64) + (1 - beta) * np.asarray(
         per_class_precision, dtype=np.float64)

@@ -1,6 +1,7 @@
-"""Confident-example extraction, as pure functions: main.py's agreement rule (METHOD.md §3) and its
-small-loss variant with the label quality of the result, and Clothing1M's per-class choice of the
-checkpoint that selects each class's examples (METHOD.md §4)."""
+"""Confident-example extraction, as pure functions: main.py's agreement rule (docs/method.md,
+"Me-Momentum") and its small-loss variant with the label quality of the result, and Clothing1M's
+per-class choice of the checkpoint that selects each class's examples (docs/method.md, "Me-Momentum
+on Clothing1M")."""
 from __future__ import annotations
 
 from typing import Any
@@ -84,7 +85,8 @@ def update_best_checkpoints(best_scores: np.ndarray, best_files: list[str | None
 def checkpoint_for_each_class(best_files: list[str | None], latest_file: str) -> tuple[list[str], list[int]]:
     """Each class's best checkpoint; a class that never scored above 0 gets the latest one.
 
-    Officially such a class points to an empty file name and the run crashes (METHOD.md §5).
+    Officially such a class points to an empty file name and the run crashes (docs/method.md,
+    "Quirks of the official code").
     Returns the files and the classes that fell back.
     """
     fallback = [c for c, name in enumerate(best_files) if name is None]

@@ -28,7 +28,7 @@ from utils.train_config import TrainConfig
 
 
 def load_dataset(config: TrainConfig) -> NoisyDataset:
-    """The dataset of `config` with its noisy labels and the official split (METHOD.md §1-2)."""
+    """The dataset of `config` with its noisy labels and the official split (docs/method.md, "Data"; docs/noise.md)."""
     return build_noisy_dataset(config.dataset, config.data_path, config.noise_type, config.noise_rate,
                                config.seed, config.data_percent, config.download, config.cifarn_path)
 
@@ -144,7 +144,7 @@ class VisionTask:
         labels = self.train_labels if subset is None else self.train_labels.index_select(0, subset)
         draws = self.pipeline.draw_epoch(len(labels), self.generator, shuffle=True, augment=True)
         # A last batch of one example is trained as officially: LeNet has no BatchNorm, and the CIFAR
-        # ResNets' last BatchNorm still sees 4x4 values per channel (tests/test_models.py).
+        # ResNets' last BatchNorm still sees 4x4 values per channel (tests/models/test_models.py).
         batch_size = self.config.batch_size
         batches = ((x, y, index if subset is None else subset.index_select(0, index))
                    for x, y, index in self.pipeline.batches(images, labels, batch_size, draws)
@@ -164,7 +164,7 @@ class VisionTask:
 
     def validate(self, model: nn.Module) -> float:
         """Class-balanced accuracy on the noisy validation set; augmented like the official code
-        unless --predict_clean (METHOD.md §5)."""
+        unless --predict_clean (docs/method.md, "Quirks of the official code")."""
         logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
         return class_balanced_accuracy(logits.argmax(1), self.val_labels, self.num_classes)
 

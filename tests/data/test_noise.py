@@ -79,7 +79,8 @@ def test_matches_official_labels(name):
 
 def instance_draws_near_a_boundary(case: dict, inputs: dict, tolerance: float) -> np.ndarray:
     """Examples whose uniform lies within `tolerance` of a boundary of their label cdf, computed in
-    float64 (independent of summation order); the draws replayed as METHOD.md section 2 orders them."""
+    float64 (independent of summation order); the draws replayed in the official order
+    (docs/noise.md; data/noise.py's instance_dependent_labels)."""
     from scipy import stats
 
     labels, images = inputs["clean_labels"].astype(np.int64), inputs["images"]

@@ -1,5 +1,5 @@
-"""The Me-Momentum loop's control flow (METHOD.md §3) on real tiny runs, checked against an
-independent replay of the pseudocode, plus the named quirky rules."""
+"""The Me-Momentum loop's control flow (docs/method.md, "Me-Momentum") on real tiny runs, checked
+against an independent replay of the pseudocode, plus the named quirky rules."""
 import numpy as np
 import pytest
 import torch
@@ -32,7 +32,8 @@ def test_improvement_must_beat_best_plus_margin_and_resets_it():
 
 
 def replay_pseudocode(val_accs, n_epoch, max_outer, max_inner):
-    """METHOD.md §3 written out independently: the epochs it would run, where it evaluates test."""
+    """The pseudocode of docs/method.md, "Me-Momentum", written out independently: the epochs it
+    would run, where it evaluates test."""
     vals = iter(val_accs)
     schedule, test_epochs, best_val = [], [], 0.0
     for outer in range(max_outer):

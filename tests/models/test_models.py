@@ -1,4 +1,4 @@
-"""The networks of METHOD.md §1 and the SGD they are trained with."""
+"""The networks of docs/method.md ("Data") and the SGD they are trained with."""
 from __future__ import annotations
 
 import pytest

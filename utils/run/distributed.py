@@ -1,4 +1,4 @@
-"""Data-parallel training across processes started by torchrun (used by Clothing.py, METHOD.md §4).
+"""Data-parallel training across processes started by torchrun (used by Clothing.py; docs/clothing1m.md, "Train").
 
 A plain `python Clothing.py` is world size 1: no process group, every helper is a no-op.
 Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) each process drives one GPU (NCCL) or

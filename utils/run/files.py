@@ -215,7 +215,7 @@ def check_file_target(path: str | Path, flag: str) -> None:
 
 def append_results_log(title: str, config_text: str, seed: int, test_acc: float,
                        log_file: str | Path = "logs/results.txt") -> None:
-    """The official text log (METHOD.md §3): config line, then '<time> <title> seed-S, Best Test Acc: A'."""
+    """The official text log (docs/outputs.md): config line, then '<time> <title> seed-S, Best Test Acc: A'."""
     now = datetime.datetime.now().strftime("%H:%M:%S")
     append_line(log_file, f"\n{now} {config_text}")
     append_line(log_file, f"{now} {title} seed-{seed}, Best Test Acc: {test_acc}")
