@@ -73,10 +73,17 @@ def noisy_labels_npz(dataset: NoisyDataset, dataset_name: str, noise_type: str, 
 
 
 def same_npz_arrays(first: bytes, second: bytes) -> bool:
-    """Whether two .npz files hold the same arrays under the same names (their zip headers, which
-    carry the time they were written, may differ). Anything that is not an .npz compares unequal."""
+    """Whether two .npz files hold the same arrays under the same names, whatever their bytes (the
+    order of the arrays, the numpy release that wrote them). Anything that is not an .npz compares
+    unequal."""
     try:
-        with np.load(io.BytesIO(first)) as a, np.load(io.BytesIO(second)) as b:
+        a, b = np.load(io.BytesIO(first)), np.load(io.BytesIO(second))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+    if not isinstance(a, np.lib.npyio.NpzFile) or not isinstance(b, np.lib.npyio.NpzFile):
+        return False  # a plain .npy array
+    try:
+        with a, b:
             return sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False

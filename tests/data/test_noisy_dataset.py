@@ -6,7 +6,7 @@ import io
 import numpy as np
 
 from data.noise import symmetric_all_transition
-from data.noisy_dataset import build_noisy_dataset, noisy_labels_npz
+from data.noisy_dataset import build_noisy_dataset, noisy_labels_npz, same_npz_arrays
 from data.split import train_val_split
 
 
@@ -22,3 +22,20 @@ def test_symmetric_all_is_exported_with_its_transition_matrix(tmp_path):
     np.testing.assert_array_equal(saved["val_index"], val_index)
     # 1,438 labels: the realised rate is r (C - 1) / C = 0.36 within about 4 standard errors.
     assert abs(float(saved["actual_noise_rate"]) - 0.36) < 0.05
+
+
+def test_same_npz_arrays_compares_contents_not_zip_headers(tmp_path):
+    def npz(**arrays) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    first = npz(a=np.arange(3), b=np.str_("x"))
+    again = npz(b=np.str_("x"), a=np.arange(3))  # the same arrays, written in another order
+    assert first != again and same_npz_arrays(first, again)
+    assert not same_npz_arrays(first, npz(a=np.arange(4), b=np.str_("x")))
+    assert not same_npz_arrays(first, npz(a=np.arange(3)))
+    npy = io.BytesIO()
+    np.save(npy, np.arange(3))
+    for other in (npy.getvalue(), b"", b"text", npz(a=np.array([{}], dtype=object))):
+        assert not same_npz_arrays(first, other) and not same_npz_arrays(other, first)

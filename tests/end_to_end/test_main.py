@@ -78,6 +78,19 @@ def test_cifar_files_end_to_end(tmp_path, name):
     assert result["rounds"][0]["confident_size"] >= 0
 
 
+def test_a_cifar_n_run_records_no_noise_rate(tmp_path):
+    from tests.data.test_cifarn import human_file
+
+    write_dataset(tmp_path / "files", "cifar10", 20, 6)
+    human_file(tmp_path / "cifarn", "cifar10", load_vision_data("cifar10", tmp_path / "files").train_labels)
+    done = run_main(["--dataset", "cifar10", "--noise_type", "worst", "--data_path", "files", "--cifarn_path",
+                     "cifarn", "--output_dir", "run", "--batch_size", "16", "--n_epoch", "1", "--max_outer_loop",
+                     "1", "--max_inner_loop", "2", "--no_progress"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result, _ = assert_complete_run(tmp_path / "run", "memomentum")
+    assert result["noise_type"] == "worst" and result["noise_rate"] is None  # people's labels have no rate
+
+
 @pytest.mark.parametrize("name,noise", [("mnist", "instance"), ("cifar10", "pairflip"),
                                         ("cifar100", "symmetric")])
 def test_export_noisy_labels_matches_the_noise_functions(tmp_path, monkeypatch, name, noise):

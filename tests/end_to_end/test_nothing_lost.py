@@ -209,6 +209,43 @@ def test_a_run_resumed_in_another_folder_cuts_nothing_there_and_brings_its_recor
     assert main_in_process(moved + ["--output_dir", "c"], tmp_path, monkeypatch, capsys).returncode == 0
     assert (tmp_path / "c" / "metrics.jsonl").read_bytes() == record  # its epochs, none run again
     assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == record
+    assert (tmp_path / "c" / "checkpoint.pt").is_file()  # a folder that stands on its own
+    weights = [path.name for path in (tmp_path / "a").glob("*.pt") if path.name != "checkpoint.pt"]
+    assert weights and all((tmp_path / "c" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+                           for name in weights)
+    owner = json.loads((tmp_path / "model" / "digits-instance-0.4-1.owner.json").read_text())
+    assert owner["run_dir"] == str((tmp_path / "c").resolve())  # c took over the run's weight files
+    # the same command again (a requeued job) is pointed at the run that now goes on in c
+    (tmp_path / "c" / "result.json").unlink()
+    one_line_exit(main_in_process(moved + ["--output_dir", "c"], tmp_path, monkeypatch, capsys),
+                  2, "continue that one with --output_dir c --resume auto")
+
+
+def test_a_copy_of_a_checkpoint_in_its_own_folder_resumes_there(tmp_path, monkeypatch, capsys):
+    args = TINY_DIGITS + SHORT + ["--checkpoint_every", "0", "--output_dir", "a"]
+    assert main_in_process(args, tmp_path, monkeypatch, capsys).returncode == 0
+    (tmp_path / "a" / "result.json").unlink()
+    (tmp_path / "a" / "backup.pt").write_bytes((tmp_path / "a" / "checkpoint.pt").read_bytes())
+    done = main_in_process(args + ["--resume", "a/backup.pt"], tmp_path, monkeypatch, capsys)
+    assert done.returncode == 0 and "resumed from a/backup.pt" in done.stdout, done.stderr
+
+
+def test_a_run_is_not_moved_while_it_goes_on_or_without_its_record(tmp_path, monkeypatch, capsys):
+    args = TINY_DIGITS + SHORT + ["--checkpoint_every", "0"]
+    assert main_in_process(args + ["--output_dir", "a"], tmp_path, monkeypatch, capsys).returncode == 0
+    moved = args + ["--resume", "a/checkpoint.pt", "--output_dir", "c"]
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open('a/.lock', 'a'); "
+                               "fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_line_exit(main_in_process(moved, tmp_path, monkeypatch, capsys), 2, "is still going")
+    finally:
+        holder.kill()
+        holder.wait()
+    (tmp_path / "a" / "metrics.jsonl").unlink()
+    one_line_exit(main_in_process(moved, tmp_path, monkeypatch, capsys), 2, "metrics.jsonl holds less than")
+    assert not (tmp_path / "c").exists()
 
 
 def test_the_index_builder_never_replaces_its_own_inputs(tmp_path, monkeypatch, capsys):

@@ -13,6 +13,7 @@ import torch
 
 import main as main_module
 import utils.run.atomic
+from tests.end_to_end.test_bad_input import tree_snapshot
 from tests.formats import random_vision_arrays, write_mnist
 from tests.runs import (MAIN, TINY_DIGITS, SimulatedKill, comparable, kill_on_call, kill_then_resume, run_main,
                         uninterrupted)
@@ -168,10 +169,12 @@ def test_a_checkpoint_without_its_loop_state_is_a_clear_error(tmp_path, monkeypa
     saved["loop"]["no_such_field"] = 1
     torch.save(saved, checkpoint)
     (tmp_path / "run" / "result.json").unlink()
+    before = tree_snapshot(tmp_path)
     capsys.readouterr()
     assert main_module.main(args + ["--resume", "auto"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "does not hold the state of this run's loop" in err
+    assert tree_snapshot(tmp_path) == before  # refused before anything was written
 
 
 def test_resume_refuses_other_settings(tmp_path):

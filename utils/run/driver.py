@@ -3,7 +3,7 @@
     run_training(parse, open_loop, distributed)
         the configuration, printed → device (and torchrun's processes), threads → start, refuse,
         skip a finished run, or resume (utils/run/lifecycle.py) → seed → the loop (`open_loop` reads
-        the data and builds the task and the method's loop) → the run folder → restore → train →
+        the data and builds the task and the method's loop) → restore → the run folder → train →
         test the last model, final checkpoint → result.json, logs/results.txt, the final line;
         and every way it can end, as one line and an exit code (utils/errors.py).
 
@@ -89,6 +89,7 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
         run.inputs = loop.task.fingerprint()
         if start.checkpoint is not None:
             run.check_inputs(start.checkpoint, start.checkpoint_path)
+            run.restore(loop, start.checkpoint, start.checkpoint_path)  # a damaged state is refused here
         if context.is_main:
             claim_weight_files(loop.task.weights_owner_file, files.run_dir, start.moved_from(files))
     except BaseException:
@@ -100,8 +101,6 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
     if context.is_main:
         lock.sign()
         open_run_folder(config, files, start)
-    if start.checkpoint is not None:
-        run.restore(loop, start.checkpoint, start.checkpoint_path)
     del start  # its checkpoint (weights, optimiser, arrays) is in the loop now: not held twice while training
     try:
         run.train(loop)
@@ -239,6 +238,8 @@ class Run:
         try:
             loop.state = loop.State.from_dict(saved["loop"])
             loop.load_state_dict(saved)
+        except torch.OutOfMemoryError:
+            raise  # a sound checkpoint on a smaller device: not damage
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path} does not hold the state of this run's loop ({type(err).__name__}: "
                                   f"{err}); it is damaged or of another version: start the run again in another "
@@ -264,6 +265,8 @@ class Run:
                 state = self.checkpoint(loop)
                 if self.is_main:
                     self.checkpointer.write_now(state)
+            elif self.is_main and not self.files.checkpoint.exists():  # a finished run moved here (--resume PATH)
+                self.checkpointer.write_now(self.checkpoint(loop))
         except StopRequested as stop:
             self.checkpointer.flush()
             raise StopRequested(f"the state of the last finished epoch is in {self.last_checkpoint()}; "

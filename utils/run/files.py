@@ -84,16 +84,19 @@ class RunFiles:
         return self.metrics.stat().st_size
 
     def holds(self, path: Path) -> bool:
-        """Whether `path` is this folder's checkpoint."""
-        return path.resolve() == self.checkpoint.resolve()
+        """Whether the file `path` lies in this run folder (a checkpoint of this run, or a copy of one)."""
+        return path.resolve().parent == self.run_dir.resolve()
 
-    def copy_metrics_from(self, run_dir: Path, size: int) -> None:
-        """A run moved here from `run_dir` (--resume PATH) brings the record of its epochs so far:
-        the first `size` bytes of that folder's metrics.jsonl, when it has them."""
-        source = RunFiles(run_dir).metrics
-        if source.is_file() and source.stat().st_size >= size:
-            with open(source, "rb") as handle:
-                atomic_write_bytes(self.metrics, handle.read(size))
+    def bring_record_from(self, run_dir: Path, size: int) -> None:
+        """A run moved here from `run_dir` (--resume PATH) brings the record of its epochs so far: the
+        first `size` bytes of that folder's metrics.jsonl (start_run checked that it has them), its
+        weight files (best.pt, latest.pt) and extracted sets (rounds/)."""
+        source = RunFiles(run_dir)
+        with open(source.metrics, "rb") as handle:
+            atomic_write_bytes(self.metrics, handle.read(size))
+        for path in (source.weights("best"), source.weights("latest"), *sorted(source.rounds.glob("*.npz"))):
+            if path.is_file():
+                atomic_write_bytes(self.run_dir / path.relative_to(source.run_dir), path.read_bytes())
 
     def metrics_size(self) -> int:
         return self.metrics.stat().st_size if self.metrics.exists() else 0

@@ -36,7 +36,7 @@ class RunStart:
         """The folder of the run this one continues elsewhere (--resume PATH of another folder)."""
         if self.checkpoint_path is None or files.holds(self.checkpoint_path):
             return None
-        return self.checkpoint_path.parent
+        return self.checkpoint_path.resolve().parent
 
 
 def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStart:
@@ -61,8 +61,10 @@ def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStar
                                             config_defaults(config))
     if owner and not files.holds(path):
         refuse_files_before_a_moved_run(path, files)
-    elif owner and checkpoint.get("metrics_size", 0) > files.metrics_size():
-        raise UserError(f"{files.metrics} holds less than the {checkpoint['metrics_size']} bytes the checkpoint "
+        check_moved_run_is_stopped(path)
+    record = RunFiles(path.resolve().parent) if owner else files
+    if owner and checkpoint.get("metrics_size", 0) > record.metrics_size():
+        raise UserError(f"{record.metrics} holds less than the {checkpoint['metrics_size']} bytes the checkpoint "
                         f"{path} has seen written (deleted or cut?); restore it, or start the run again in "
                         f"another --output_dir")
     return RunStart(checkpoint, path)
@@ -102,10 +104,21 @@ def refuse_files_before_a_moved_run(checkpoint: Path, files: RunFiles) -> None:
     """--resume PATH with a checkpoint of another folder continues that run in --output_dir, which
     must hold no run of its own to be cut back or mixed with it."""
     others = files.files_of_others()
+    if files.checkpoint.is_file():  # e.g. the same command again, after the run went on here
+        raise UserError(f"--resume {checkpoint} continues a run of another folder in {files.run_dir}, which holds "
+                        f"a run of its own; continue that one with --output_dir {files.run_dir} --resume auto, "
+                        f"or choose an empty --output_dir")
     if others:
         raise UserError(f"--resume {checkpoint} continues a run of another folder in {files.run_dir}, which "
-                        f"holds files of its own ({', '.join(sorted(others)[:5])}); choose an empty --output_dir, "
-                        f"or continue the run in its own folder with --output_dir {checkpoint.parent} --resume auto")
+                        f"holds files of its own ({', '.join(sorted(others)[:5])}); choose an empty --output_dir")
+
+
+def check_moved_run_is_stopped(checkpoint: Path) -> None:
+    """The run a moved run continues must have stopped: both would write its weight files."""
+    holder = RunLock.holder_if_locked(checkpoint.resolve().parent)
+    if holder is not None:
+        raise UserError(f"--resume {checkpoint}: the run in {checkpoint.resolve().parent} is still going "
+                        f"({holder}); stop it first, or wait for it to end")
 
 
 def lock_run_folder(files: RunFiles) -> RunLock:
@@ -140,7 +153,7 @@ def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None
     files.write_config(config_to_dict(config))
     moved_from = start.moved_from(files)
     if moved_from is not None:
-        files.copy_metrics_from(moved_from, start.checkpoint["metrics_size"])
+        files.bring_record_from(moved_from, start.checkpoint["metrics_size"])
     files.truncate_metrics(start.checkpoint["metrics_size"] if start.checkpoint else 0)
 
 

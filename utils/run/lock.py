@@ -51,6 +51,21 @@ class RunLock:
         self.handle = handle
         return self
 
+    @staticmethod
+    def holder_if_locked(run_dir: str | Path) -> str | None:
+        """Who holds the lock of `run_dir` when a process does (its description), else None; takes
+        nothing and creates nothing."""
+        path = Path(run_dir) / LOCK_NAME
+        if fcntl is None or not path.is_file():
+            return None
+        with open(path, "a", encoding="utf-8") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return describe_holder(path)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+        return None
+
     def sign(self) -> None:
         """Write who holds the lock (host, process, start, command) into the lock file."""
         if self.handle is None:

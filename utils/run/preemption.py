@@ -44,6 +44,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.interrupted = False  # a Ctrl-C came: a second one stops at once
 
     def install(self) -> "StopFlag":
         for name in STOP_SIGNALS:
@@ -53,8 +54,10 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if name == "SIGINT" and self.signal_name == "SIGINT":
-            raise KeyboardInterrupt  # asked twice: stop now, without the orderly save
+        if name == "SIGINT":
+            if self.interrupted:
+                raise KeyboardInterrupt  # Ctrl-C twice: stop now, without the orderly save
+            self.interrupted = True
         if self.signal_name is None:  # the first request names the stop (and its exit code)
             self.signal_name = name
 

@@ -187,7 +187,8 @@ class LocalLauncher:
         return len(self.gpus) if self.gpus else self.jobs
 
     def _stop_all(self) -> None:
-        """Pass the stop on (main.py saves and exits 75); kill whatever outlives the grace time."""
+        """Pass the stop on as SIGTERM (a run saves and exits 75, or 130 if a terminal's Ctrl-C reached
+        it first); kill whatever outlives the grace time."""
         self._stopping.set()
         with self._lock:
             processes = list(self._running.values())
