@@ -244,7 +244,7 @@ def test_a_run_is_not_moved_while_it_goes_on_or_without_its_record(tmp_path, mon
         holder.kill()
         holder.wait()
     (tmp_path / "a" / "metrics.jsonl").unlink()
-    one_line_exit(main_in_process(moved, tmp_path, monkeypatch, capsys), 2, "metrics.jsonl holds less than")
+    one_line_exit(main_in_process(moved, tmp_path, monkeypatch, capsys), 2, "a/metrics.jsonl holds less than")
     assert not (tmp_path / "c").exists()
 
 
