@@ -83,6 +83,7 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
             return 0
         torch.manual_seed(config.seed)  # network initialisation, as the official code seeds it
         run = Run(config, files, context, StopFlag().install(), governor)
+        run.moved = start.moved_from(files) is not None
         loop = open_loop(run)
         if loop is None:  # nothing to train (main.py --noise_only)
             return 0
@@ -138,6 +139,7 @@ class Run:
         self.started = time.time()
         self.polls = 0
         self.inputs = ""  # the fingerprint of what the run trains on (task.fingerprint())
+        self.moved = False  # continues in this folder a run of another one (--resume PATH)
 
     @property
     def device(self) -> torch.device:
@@ -217,9 +219,7 @@ class Run:
                 "elapsed_s": self.elapsed_s(), **loop.state_dict()}
 
     def checkpoint_soon(self, loop: Loop, after_write: Callable[[], None] | None = None) -> None:
-        state = self.checkpoint(loop)
-        if self.is_main:
-            self.checkpointer.save_soon(state, live=loop.LIVE_ENTRIES, on_write=after_write)
+        self.checkpointer.save_soon(self.checkpoint(loop), live=loop.LIVE_ENTRIES, on_write=after_write)
 
     def check_inputs(self, saved: dict[str, Any], path: Path | None) -> None:
         """A run resumes only on the data it started with (whatever path it is read from now)."""
@@ -262,10 +262,8 @@ class Run:
                 model = loop.final_model()
                 loop.state.test_acc_last = loop.test(model).exact if model is not None else None
                 loop.state.finished = True
-                state = self.checkpoint(loop)
-                if self.is_main:
-                    self.checkpointer.write_now(state)
-            elif self.is_main and not self.files.checkpoint.exists():  # a finished run moved here (--resume PATH)
+                self.checkpointer.write_now(self.checkpoint(loop))  # collective: every rank builds it
+            elif self.moved:  # a finished run moved here (--resume PATH): its folder gets its own checkpoint
                 self.checkpointer.write_now(self.checkpoint(loop))
         except StopRequested as stop:
             self.checkpointer.flush()
