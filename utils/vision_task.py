@@ -7,6 +7,7 @@ comes from one seeded `torch.Generator`, whose state goes into every checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -140,16 +141,16 @@ class VisionTask:
         """(images, labels, their positions in the training split) of one shuffled, augmented pass over
         the examples at `subset` (None: all), the last batch smaller unless `drop_last`; a progress bar
         on a terminal."""
-        images = self.train_images if subset is None else self.train_images.index_select(0, subset)
-        labels = self.train_labels if subset is None else self.train_labels.index_select(0, subset)
-        draws = self.pipeline.draw_epoch(len(labels), self.generator, shuffle=True, augment=True)
+        count = len(self.train_labels) if subset is None else len(subset)
+        draws = self.pipeline.draw_epoch(count, self.generator, shuffle=True, augment=True)
+        if subset is not None:  # the shuffled order, as positions in the whole split: no copy of the subset
+            draws = dataclasses.replace(draws, order=subset.index_select(0, draws.order))
         # A last batch of one example is trained as officially: LeNet has no BatchNorm, and the CIFAR
         # ResNets' last BatchNorm still sees 4x4 values per channel (tests/models/test_models.py).
         batch_size = self.config.batch_size
-        batches = ((x, y, index if subset is None else subset.index_select(0, index))
-                   for x, y, index in self.pipeline.batches(images, labels, batch_size, draws)
-                   if not drop_last or len(y) == batch_size)
-        total = len(labels) // batch_size if drop_last else -(-len(labels) // batch_size)
+        batches = (batch for batch in self.pipeline.batches(self.train_images, self.train_labels, batch_size, draws)
+                   if not drop_last or len(batch[1]) == batch_size)
+        total = count // batch_size if drop_last else -(-count // batch_size)
         return with_progress(batches, total, description, self.show_progress)
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
