@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from utils.engine import Trainer, autocast
+from utils.engine import Trainer, autocast, forward
 from utils.errors import StopRequested, UserError
 from utils.metrics import TestAccuracy, accuracy
 from utils.run.config import option
@@ -108,6 +108,7 @@ class CoTeaching(Loop):
             decay_start = DECAY_START_CIFAR100 if config.dataset == "cifar100" else DECAY_START
         self.rates = forget_rates(self.forget_rate, config.num_gradual, config.exponent, config.n_epoch)
         self.lrs, self.beta1s = adam_plan(config.lr, decay_start, config.n_epoch)
+        self.label_is_clean = task.train_clean_labels == task.train_labels  # for the pure ratio, once
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -157,13 +158,13 @@ class CoTeaching(Loop):
             if config.num_iter_per_epoch and i > config.num_iter_per_epoch:  # the authors' cut: 401 batches
                 break
             with autocast(task.device, config.amp):
-                logits_f, logits_g = f.model(images).float(), g.model(images).float()
+                logits_f, logits_g = forward(f.model, images).float(), forward(g.model, images).float()
             loss_f, loss_g, kept_by_f, kept_by_g = coteaching_losses(logits_f, logits_g, labels, self.rates[t])
             for network, loss in ((f, loss_f), (g, loss_g)):
                 network.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 network.optimizer.step()
-            clean = (task.train_clean_labels.index_select(0, positions) == labels).double()
+            clean = self.label_is_clean.index_select(0, positions).double()
             sums += torch.stack([loss_f.detach().double() * len(labels),
                                  (logits_f.detach().argmax(1) == labels).sum().double(),
                                  (logits_g.detach().argmax(1) == labels).sum().double(),
