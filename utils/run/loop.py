@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from utils.errors import NonFiniteLoss
+from utils.run.lifecycle import cpu_copy
 from utils.metrics import TestAccuracy
 
 
@@ -68,7 +69,7 @@ class LoopState:
 
 def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the network's weights on the CPU (kept in memory, written to weight files)."""
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+    return cpu_copy(model.state_dict())
 
 
 class Loop:
@@ -154,7 +155,8 @@ class Loop:
         test = tested if tested is not None else self.test(model)
         s.best_val_acc, s.test_acc, s.test_acc_official = val_acc, test.exact, test.official
         s.best_at = {"outer": s.outer, "inner": s.inner, "epoch": s.epoch}
-        self.write_weights("best", cpu_weights(model))
+        if self.run.is_main:  # only the main process writes: the others need no copy
+            self.write_weights("best", cpu_weights(model))
         return test.exact
 
     def write_weights(self, which: str, weights: dict[str, torch.Tensor]) -> None:
