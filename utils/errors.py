@@ -36,6 +36,8 @@ class CheckpointError(UserError):
 class NonFiniteLoss(Exception):
     """Training produced NaN/inf; the message names the epoch and the last good checkpoint."""
 
+    exit_code = EXIT_NON_FINITE
+
 
 class StopRequested(Exception):
     """The process was asked to stop (SIGTERM, SIGUSR1, Ctrl-C); raised between batches or epochs.
@@ -76,12 +78,9 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
     printable_anywhere()
     try:
         return body()
-    except UserError as error:
+    except (UserError, NonFiniteLoss) as error:
         say(f"error: {error}")
         return error.exit_code
-    except NonFiniteLoss as error:
-        say(f"error: {error}")
-        return EXIT_NON_FINITE
     except StopRequested as stop:
         say(f"stopped ({stop.signal_name or 'stop requested'}): {stop}")
         return stop.exit_code

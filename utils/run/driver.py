@@ -79,7 +79,7 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
         if start.finished:
             say(f"{files.result} exists: this run has finished (delete the folder to run it again)")
             if lock is not None:
-                release_refused(lock, files)
+                release_refused(lock)
             return 0
         torch.manual_seed(config.seed)  # network initialisation, as the official code seeds it
         run = Run(config, files, context, StopFlag().install(), governor)
@@ -89,13 +89,12 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
             return 0
         run.inputs = loop.task.fingerprint()
         if start.checkpoint is not None:
-            run.check_inputs(start.checkpoint, start.checkpoint_path)
-            run.restore(loop, start.checkpoint, start.checkpoint_path)  # a damaged state is refused here
+            run.restore(loop, start.checkpoint, start.checkpoint_path)  # other data or a damaged state: refused
         if context.is_main:
             claim_weight_files(loop.task.weights_owner_file, files.run_dir, start.moved_from(files))
     except BaseException:
         if lock is not None:
-            release_refused(lock, files)
+            release_refused(lock)
         raise
     say(f"device: {describe_device(context.device)}; threads: {governor.describe()}; run folder: "
         f"{files.run_dir}", flush=True)
@@ -221,17 +220,14 @@ class Run:
     def checkpoint_soon(self, loop: Loop, after_write: Callable[[], None] | None = None) -> None:
         self.checkpointer.save_soon(self.checkpoint(loop), live=loop.LIVE_ENTRIES, on_write=after_write)
 
-    def check_inputs(self, saved: dict[str, Any], path: Path | None) -> None:
-        """A run resumes only on the data it started with (whatever path it is read from now)."""
+    def restore(self, loop: Loop, saved: dict[str, Any], path: Path | None) -> None:
+        """Continue `loop` from `saved` exactly: its objects are rebuilt first, random states last. A run
+        resumes only on the data it started with (whatever path it is read from now)."""
         require_format(saved, path, CHECKPOINT_FORMAT)
         if saved.get("inputs") != self.inputs:
             raise CheckpointError(f"{path} was made from other data (its labels, split or images differ from "
                                   f"those read now); resume with the data the run started with, or start it "
                                   f"again in another --output_dir")
-
-    def restore(self, loop: Loop, saved: dict[str, Any], path: Path | None) -> None:
-        """Continue `loop` from `saved` exactly: its objects are rebuilt first, random states last."""
-        require_format(saved, path, CHECKPOINT_FORMAT)
         if saved["world_size"] != self.context.world_size:
             self.log(f"WARNING: the checkpoint was written by {saved['world_size']} process(es), this run has "
                      f"{self.context.world_size}: batches and augmentation will differ from an uninterrupted run")
@@ -265,7 +261,7 @@ class Run:
                 self.checkpointer.write_now(self.checkpoint(loop))  # collective: every rank builds it
             elif self.moved:  # a finished run moved here (--resume PATH): its folder gets its own checkpoint
                 self.checkpointer.write_now(self.checkpoint(loop))
-        except StopRequested as stop:
+        except StopRequested:
             self.checkpointer.flush()
             raise StopRequested(f"the state of the last finished epoch is in {self.last_checkpoint()}; "
                                 f"continue with --resume auto", self.stop_flag.signal_name) from None

@@ -78,10 +78,9 @@ class RunFiles:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.config, config)
 
-    def append_metrics(self, record: dict[str, Any]) -> int:
-        """Append one JSON line; returns the file size after it (stored in checkpoints)."""
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line (checkpoints store the file's size, metrics_size())."""
         append_line(self.metrics, json.dumps(record, sort_keys=False))
-        return self.metrics.stat().st_size
 
     def holds(self, path: Path) -> bool:
         """Whether the file `path` lies in this run folder (a checkpoint of this run, or a copy of one)."""

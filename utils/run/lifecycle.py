@@ -62,7 +62,7 @@ def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStar
     if owner and not files.holds(path):
         refuse_files_before_a_moved_run(path, files)
         check_moved_run_is_stopped(path)
-    record = RunFiles(path.resolve().parent) if owner else files
+    record = RunFiles(path.resolve().parent)  # the folder whose metrics.jsonl the checkpoint has seen
     if owner and checkpoint.get("metrics_size", 0) > record.metrics_size():
         raise UserError(f"{record.metrics} holds less than the {checkpoint['metrics_size']} bytes the checkpoint "
                         f"{path} has seen written (deleted or cut?); restore it, or start the run again in "
@@ -132,11 +132,11 @@ def lock_run_folder(files: RunFiles) -> RunLock:
     try:
         return lock.acquire()
     except UserError:
-        release_refused(lock, files)
+        release_refused(lock)
         raise
 
 
-def release_refused(lock: RunLock, files: RunFiles) -> None:
+def release_refused(lock: RunLock) -> None:
     """A run refused before it started leaves nothing behind: its lock file and a folder it made."""
     lock.release(remove=True)
     for folder in lock.folders_created:

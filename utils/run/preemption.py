@@ -12,31 +12,39 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any, Callable
+
+from utils.errors import StopRequested
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 75, "SIGUSR1": 75}  # utils/errors.py; kept here: imported first
 
 
-def stop_at_once_before_the_run() -> dict[int, object]:
-    """From an entry point's first instruction until a run installs its StopFlag: a stop request ends
-    the process at once, with one line and the documented exit code (every file is written
-    atomically, so nothing is left half-written). Returns the handlers it replaced."""
-    previous: dict[int, object] = {}
+def install_stop_handlers(handler: Callable[[int, FrameType | None], Any]) -> dict[int, Any]:
+    """`handler` answers every stop signal this platform has; returns the handlers it replaced.
+    Off the main thread signals are not ours to handle, and nothing is installed."""
+    previous: dict[int, Any] = {}
     for name in STOP_SIGNALS:
         if hasattr(signal, name):
             number = getattr(signal, name)
             try:
-                previous[number] = signal.signal(number, _exit_at_once)
-            except ValueError:  # not the main thread: signals are not ours to handle
-                return previous
+                previous[number] = signal.signal(number, handler)
+            except ValueError:  # not the main thread
+                break
     return previous
+
+
+def stop_at_once_before_the_run() -> None:
+    """From an entry point's first instruction until a run installs its StopFlag: a stop request ends
+    the process at once, with one line and the documented exit code (every file is written
+    atomically, so nothing is left half-written)."""
+    install_stop_handlers(_exit_at_once)
 
 
 def _exit_at_once(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     print(f"stopped ({name}): nothing is left half-written (every file is written whole or not at all); "
           f"run the same command again", file=sys.stderr, flush=True)
-    os._exit(EXIT_CODES[name])  # at once, even in the middle of an import
+    os._exit(StopRequested(signal_name=name).exit_code)  # at once, even in the middle of an import
 
 
 class StopFlag:
@@ -47,9 +55,7 @@ class StopFlag:
         self.interrupted = False  # a Ctrl-C came: a second one stops at once
 
     def install(self) -> "StopFlag":
-        for name in STOP_SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), self._handle)
+        install_stop_handlers(self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 from utils.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, StopRequested, UserError
 from utils.run.atomic import atomic_write_json, atomic_write_text
 from utils.run.files import RunFiles
+from utils.run.preemption import install_stop_handlers
+from utils.run.threads import usable_cpus
 from utils.sweeps.grid import REPO_ROOT, Job
 from utils.sweeps.outcomes import read_launcher_record, run_state, set_aside_corrupt_result
 
@@ -103,18 +105,10 @@ class LocalLauncher:
 
     def _forward_stops(self) -> dict[int, Any]:
         """SIGTERM, SIGUSR1 and Ctrl-C stop the sweep in order; returns the handlers they replace."""
-        previous: dict[int, Any] = {}
-
         def stop(signum: int, frame: Any) -> None:
             raise StopRequested("stop requested", signal.Signals(signum).name)
 
-        for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
-            if hasattr(signal, name):
-                try:
-                    previous[getattr(signal, name)] = signal.signal(getattr(signal, name), stop)
-                except ValueError:  # not the main thread
-                    break
-        return previous
+        return install_stop_handlers(stop)
 
     def _run_one(self, index: int, total: int, job: Job) -> dict[str, Any]:
         prefix = f"[{index + 1}/{total}] {job.name}"
@@ -222,8 +216,7 @@ def terminate_with_parent() -> None:
 
 def cpu_share(runs_at_once: int) -> int:
     """Each of `runs_at_once` runs' share of the CPU cores this process may use (at least one)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, usable // runs_at_once)
+    return max(1, len(usable_cpus()) // runs_at_once)
 
 
 def status_from_exit(exit_code: int, run_dir: Path, stopping: bool = False) -> str:
