@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from data.datasets import DATASETS, Dataset, is_human_noise, noise_types_for
 from data.noise import NOISE_TYPES
 from models import MODEL_BUILDERS
-from utils.methods import METHODS
+from utils.methods import METHODS, flag_owners
 from utils.run.config import RunConfig, option, require
 
 SELECTIONS = ("agree", "small_loss")
@@ -81,12 +81,11 @@ class VisionConfig(RunConfig):
 
     def refuse_other_methods_flags(self) -> None:
         """A flag another method adds, given with this method, would be silently ignored: refuse it."""
-        for name, method in METHODS.items():
-            if name == self.method or method.options is None:
-                continue
-            for spec in dataclasses.fields(method.options):
-                require(getattr(self, spec.name) == spec.default,
-                        f"--{spec.name} is a flag of --method {name}, not of --method {self.method}")
+        defaults = {spec.name: spec.default for spec in dataclasses.fields(self)}
+        for flag, owner in flag_owners().items():
+            if owner != self.method:
+                require(getattr(self, flag) == defaults[flag],
+                        f"--{flag} is a flag of --method {owner}, not of --method {self.method}")
 
     @classmethod
     def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,11 @@ def format_rate(rate: float) -> str:
     return repr(float(rate))
 
 
+def has_real_noise(dataset: str, noise_type: str) -> bool:
+    """Whether the labels themselves fix the noise (CIFAR-N, Clothing1M): no noise rate applies."""
+    return dataset == CLOTHING_DATASET or is_human_noise(dataset, noise_type)
+
+
 def setting_label(dataset: str, noise_type: str, noise_rate: float | None) -> str:
     """How papers name a setting, from the registries: 'CIFAR-10 Sym-20%', 'CIFAR-10N Worst', 'Clothing1M'."""
     if dataset == CLOTHING_DATASET:
@@ -224,8 +229,7 @@ def _check_dataset_and_noise(dataset: str, noise_type: str, entry_point: str, co
 
 
 def _parse_noise_rate(value: Any, dataset: str, noise_type: str, context: str) -> float | None:
-    real_noise = is_human_noise(dataset, noise_type) or dataset == CLOTHING_DATASET
-    if real_noise:
+    if has_real_noise(dataset, noise_type):
         if value is not None:
             raise UserError(f"{context}: real label noise has no noise_rate (the label file fixes it); "
                             f"use null")
@@ -342,14 +346,17 @@ def build_command(grid: Grid, run: Run, run_dir: Path, python: str, extra: Seque
     # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check);
     # a flag one method adds (Co-teaching's --forget_rate) goes to that method's runs only.
     owners = flag_owners()
-    extra = [token for name, tokens in flag_groups(extra) if owners.get(name, run.method) == run.method
-             for token in tokens]
-    overridden = flag_names(extra)
+
+    def for_this_method(name: str) -> bool:
+        return owners.get(name, run.method) == run.method
+
+    extra_groups = [(name, tokens) for name, tokens in flag_groups(extra) if for_this_method(name)]
+    overridden = {name for name, _ in extra_groups}
     command += flag_arguments([(name, value) for name, value in run.setting.flags
-                               if name not in overridden and owners.get(name, run.method) == run.method])
+                               if name not in overridden and for_this_method(name)])
     # Each run its own weight-file folder: runs of a sweep never share a file.
     command += ["--output_dir", str(run_dir), "--model_dir", str(run_dir / "model"), "--resume", "auto"]
-    command += extra
+    command += [token for _, tokens in extra_groups for token in tokens]
     return tuple(command)
 
 
@@ -366,7 +373,7 @@ def flag_groups(tokens: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 def flag_names(tokens: Sequence[str]) -> set[str]:
     """['--n_epoch', '2', '--amp', '--lr=0.1'] → {'n_epoch', 'amp', 'lr'}."""
-    return {token[2:].split("=", 1)[0] for token in tokens if token.startswith("--") and len(token) > 2}
+    return {name for name, _ in flag_groups(tokens)}
 
 
 def entry_point_flags(entry_point: str) -> set[str]:

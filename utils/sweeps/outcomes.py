@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data.datasets import is_human_noise
 from utils.errors import UserError
 from utils.run.files import RunFiles
-from utils.sweeps.grid import CLOTHING_DATASET, format_rate
+from utils.sweeps.grid import Setting, has_real_noise
 
 STATUSES = ("finished", "corrupt", "failed", "preempted", "unfinished", "missing")
 ACCURACY_KEYS = ("test_acc", "best_val_acc", "test_acc_last", "test_acc_official")  # percentages
@@ -164,13 +163,11 @@ def read_outcome(run_dir: Path, setting_key: str, method: str, seed: int) -> Run
 
 def other_setting(result: dict[str, Any], setting_key: str, method: str, seed: int) -> str | None:
     """What differs between the run a result.json describes and the run its folder stands for."""
-    rate = result.get("noise_rate")
     dataset, noise_type = str(result.get("dataset")), str(result.get("noise_type"))
-    parts = [dataset, noise_type]
-    real_noise = dataset == CLOTHING_DATASET or is_human_noise(dataset, noise_type)
-    if rate is not None and not real_noise:
-        parts.append(format_rate(rate) if isinstance(rate, (int, float)) else str(rate))
-    made = ("-".join(parts), result.get("method", method), result.get("seed", seed))
+    rate = None if has_real_noise(dataset, noise_type) else result.get("noise_rate")
+    key = (Setting(dataset, noise_type, rate).key if rate is None or isinstance(rate, (int, float))
+           else f"{dataset}-{noise_type}-{rate}")
+    made = (key, result.get("method", method), result.get("seed", seed))
     if "dataset" not in result or made == (setting_key, method, seed):
         return None
     return (f"result.json is of {made[0]} seed {made[2]} {made[1]}, not of this folder's setting "

@@ -17,17 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from data.datasets import is_human_noise
 from utils.errors import UserError
 from utils.methods import METHODS, method_order, method_title
 from utils.run.atomic import atomic_write_text
 from utils.run.files import RunFiles
 from utils.sweeps.grid import (
-    CLOTHING_DATASET,
     RUN_NAME,
     Setting,
     available_grids,
     check_seeds,
+    has_real_noise,
     load_grid,
     read_sweep_record,
     settings_from_record,
@@ -181,7 +180,7 @@ def _run_of_folder(folder: Path) -> tuple[Setting, str, int]:
     if method not in METHODS:
         raise UserError(f"its method is {method!r}, not one of {', '.join(METHODS)}")
     check_seeds([seed])
-    real = is_human_noise(dataset, noise_type) or dataset == CLOTHING_DATASET
+    real = has_real_noise(dataset, noise_type)
     rate = config.get("noise_rate", 0.0)
     if not real and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
         raise UserError(f"its noise_rate is {rate!r}, not a number in [0, 1)")
