@@ -126,7 +126,7 @@ class CoTeaching(Loop):
         return Trainer(model, optimizer)
 
     def train_epoch(self, t: int) -> None:
-        s, task, (f, g) = self.state, self.task, self.networks
+        s, task, f = self.state, self.task, self.networks[0]
         started = time.time()
         for network in self.networks:
             for group in network.optimizer.param_groups:
@@ -134,8 +134,7 @@ class CoTeaching(Loop):
         totals = self.train_batches(t)
         self.require_finite(totals["loss"], "coteaching")
         val_acc = task.validate(f.model)
-        s.epoch += 1
-        s.epochs_run += 1
+        s.count_epoch()
         tests = self.test_both()
         batches = max(totals["batches"], 1)
         record = self.epoch_record(

@@ -19,13 +19,11 @@ end of any epoch holds the whole position and a resumed run continues exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from torch import nn
 
-from utils.engine import Trainer
-from utils.run.loop import Loop, LoopState, cpu_weights
+from utils.run.loop import LoopState, TrainerLoop, cpu_weights
 from utils.selection import confident_mask, confident_set_quality
 
 LR_MILESTONES = (40, 80)        # MultiStepLR of the inner rounds, gamma 0.1
@@ -52,13 +50,11 @@ class MeMomentumState(LoopState):
     last_round: float = 0.0      # inner_best at the end of the previous inner round
 
 
-class MeMomentum(Loop):
+class MeMomentum(TrainerLoop):
     State = MeMomentumState
-    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = ("model", "optimizer", "scheduler")
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
-        self.trainer: Trainer | None = None
         self.confident: torch.Tensor | None = None   # positions in the training split; None = all
         self.latest_weights: dict[str, torch.Tensor] | None = None
 
@@ -142,11 +138,8 @@ class MeMomentum(Loop):
         self.write_weights("latest", self.latest_weights)
 
     # ------------------------------------------------------------------ the protocol
-    def final_model(self) -> nn.Module | None:
-        return self.trainer.model if self.trainer is not None else None
-
     def state_dict(self) -> dict[str, Any]:
-        return {**(self.trainer.state_dict() if self.trainer is not None else Trainer.EMPTY_STATE),
+        return {**super().state_dict(),
                 "confident": self.confident.cpu() if self.confident is not None else None,
                 "latest_weights": self.latest_weights}
 

@@ -28,7 +28,6 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from data.clothing_index import class_counts
 from utils.clothing_task import (ClassWeightedLoss, ClothingTask, class_weights, load_weights,
@@ -37,7 +36,7 @@ from utils.engine import Trainer
 from utils.errors import CheckpointError, UserError
 from utils.run.atomic import atomic_torch_save
 from utils.run.distributed import all_reduce_sum, barrier
-from utils.run.loop import Loop, LoopState
+from utils.run.loop import LoopState, TrainerLoop
 from utils.selection import (checkpoint_for_each_class, examples_by_checkpoint, rebuild_training_set,
                              update_best_checkpoints)
 
@@ -66,15 +65,13 @@ class ClothingState(LoopState):
         return self.inner == 0 and self.epoch == 0
 
 
-class MeMomentumClothing1M(Loop):
+class MeMomentumClothing1M(TrainerLoop):
     State = ClothingState
-    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = ("model", "optimizer", "scheduler")
 
     def __init__(self, task: ClothingTask, run: Any, title: str) -> None:
         super().__init__(task, run, title)
         self.state.train_positions = np.arange(len(task.splits.train), dtype=np.int64)
         self.state.reset_class_bests(self.config.num_classes)
-        self.trainer: Trainer | None = None
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -114,8 +111,7 @@ class MeMomentumClothing1M(Loop):
         s.best_scores, s.best_files = update_best_checkpoints(s.best_scores, s.best_files, validation.scores,
                                                               weights_file)
         s.latest_file = weights_file
-        s.epoch += 1
-        s.epochs_run += 1
+        s.count_epoch()
         test_acc = self.keep_best_and_test(validation.accuracy, trainer.module)
         if test_acc is not None:
             s.best_model_name = weights_file
@@ -194,14 +190,10 @@ class MeMomentumClothing1M(Loop):
         return delete
 
     # ------------------------------------------------------------------ the protocol
-    def final_model(self) -> nn.Module | None:
-        return self.trainer.module if self.trainer is not None else None
-
     def state_dict(self) -> dict[str, Any]:
         """The network, optimizer and schedule only in the middle of an outer round (a new one builds
         them afresh)."""
-        mid_round = self.trainer is not None and not self.state.starts_outer_round
-        return self.trainer.state_dict() if mid_round else dict(Trainer.EMPTY_STATE)
+        return dict(Trainer.EMPTY_STATE) if self.state.starts_outer_round else super().state_dict()
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         s = self.state

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.engine import Trainer
 from utils.errors import NonFiniteLoss
 from utils.run.lifecycle import cpu_copy
 from utils.metrics import TestAccuracy
@@ -52,6 +53,11 @@ class LoopState:
     finished: bool = False
 
     ARRAY_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def count_epoch(self) -> None:
+        """One more epoch finished: in its round (`epoch`) and in the whole run (`epochs_run`)."""
+        self.epoch += 1
+        self.epochs_run += 1
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -129,8 +135,7 @@ class Loop:
         self.require_finite(stats.loss, phase)
         val_acc = self.task.validate(trainer.model)
         trainer.step_schedule()
-        s.epoch += 1
-        s.epochs_run += 1
+        s.count_epoch()
         return val_acc, self.epoch_record(phase, stats.loss, stats.accuracy, val_acc, lr, stats.count, started)
 
     def end_epoch(self, record: dict[str, Any],
@@ -173,3 +178,20 @@ class Loop:
     def save_round(self, arrays: Callable[[], dict[str, np.ndarray]]) -> None:
         """--save_rounds: RUN_DIR/rounds/outer{o}_inner{i}.npz with what `arrays()` returns."""
         self.run.save_round(self.state.outer, self.state.inner, arrays)
+
+
+class TrainerLoop(Loop):
+    """A loop that trains one network at a time: `self.trainer` (network, optimizer, schedule) is
+    what it saves, restores and reports last; None before the first epoch."""
+
+    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = tuple(Trainer.EMPTY_STATE)
+
+    def __init__(self, task: Any, run: Any, title: str) -> None:
+        super().__init__(task, run, title)
+        self.trainer: Trainer | None = None
+
+    def final_model(self) -> nn.Module | None:
+        return self.trainer.module if self.trainer is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.state_dict() if self.trainer is not None else dict(Trainer.EMPTY_STATE)
