@@ -42,7 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.device_pipeline import DevicePipeline, images_to_device  # noqa: E402
-from data.datasets import DATASETS as PRESETS  # noqa: E402
+from data.datasets import DATASETS  # noqa: E402
 from data.datasets import load_vision_data  # noqa: E402
 from data.vision import missing_files  # noqa: E402
 from models import build_model  # noqa: E402
@@ -91,7 +91,7 @@ def parse_args() -> argparse.Namespace:
 def prepared_batches(workload: Workload, count: int, data_path: str,
                      device: torch.device, channels_last: bool) -> tuple[list[Batch], Batch, str]:
     """`count` full training batches and the epoch's smaller last batch, made by the device pipeline."""
-    preset = PRESETS[workload.dataset]
+    preset = DATASETS[workload.dataset]
     needed = min(workload.num_train, count * BATCH_SIZE)
     if workload.dataset == "mnist" and not missing_files("mnist", data_path):
         vision = load_vision_data("mnist", data_path)
@@ -113,7 +113,7 @@ def prepared_batches(workload: Workload, count: int, data_path: str,
 def new_network(workload: Workload, device: torch.device, channels_last: bool, mode: str,
                 seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
-    model = build_model(PRESETS[workload.dataset].network, PRESETS[workload.dataset].num_classes).to(device)
+    model = build_model(DATASETS[workload.dataset].network, DATASETS[workload.dataset].num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = compile_network(model, mode)

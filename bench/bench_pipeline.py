@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.device_pipeline import DevicePipeline, images_to_device  # noqa: E402
 from tests.formats import random_vision_arrays, write_mnist  # noqa: E402
 
-from data.datasets import DATASETS as PRESETS, Dataset as DatasetPreset  # noqa: E402
+from data.datasets import DATASETS, Dataset as DatasetPreset  # noqa: E402
 from data.datasets import load_vision_data  # noqa: E402
 from data.vision import missing_files  # noqa: E402
 from models import build_model  # noqa: E402
@@ -266,7 +266,7 @@ class Measurements:
 
 
 def measure_workload(workload: Workload, args: argparse.Namespace, device: torch.device) -> tuple[Measurements, dict]:
-    preset = PRESETS[workload.dataset]
+    preset = DATASETS[workload.dataset]
     images, labels, source = load_arrays(workload, args.data_path)
     num_batches = -(-len(labels) // BATCH_SIZE)
     on_cpu = device.type == "cpu"

@@ -96,14 +96,14 @@ def official_style_run(args: argparse.Namespace) -> None:
 
     from bench.bench_pipeline import OfficialLeNet, OfficialStyleDataset, official_train_epoch, official_transform
     from data.noise import make_noisy_labels
-    from data.datasets import DATASETS as PRESETS
+    from data.datasets import DATASETS
     from data.split import train_val_split
     from data.datasets import load_vision_data
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(1)
-    preset = PRESETS["mnist"]
+    preset = DATASETS["mnist"]
     vision = load_vision_data("mnist", args.data_path)
     noisy = make_noisy_labels(vision.train_labels, vision.train_images, "symmetric", 0.2, 10, 1).labels
     train_index, val_index = train_val_split(len(noisy), 0.9, 1)

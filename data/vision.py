@@ -29,8 +29,6 @@ import numpy as np
 from data.files import open_binary, refuse_directory
 from utils.errors import DatasetError, UserError
 
-FILE_FORMATS = ("mnist", "cifar10", "cifar100")  # torchvision's on-disk layouts read here
-
 MNIST_DIR = Path("MNIST") / "raw"
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -43,6 +41,7 @@ CIFAR_TRAIN_FILES = {"cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)), "
 CIFAR_TEST_FILES = {"cifar10": ("test_batch",), "cifar100": ("test",)}
 CIFAR_LABEL_KEYS = {"cifar10": "labels", "cifar100": "fine_labels"}
 CIFAR_ROW = 3 * 32 * 32
+# torchvision's on-disk layouts read here, and what their files are
 FILE_KINDS = {"mnist": "an MNIST IDX file", "cifar10": "a CIFAR-10 batch (python pickle)",
               "cifar100": "a CIFAR-100 batch (python pickle)"}
 
@@ -77,8 +76,8 @@ def load_files(key: str, data_path: str | Path, num_classes: int, download: bool
     """Read the dataset whose files are in torchvision's layout `key` (mnist, cifar10, cifar100) under
     `data_path`. Missing files are fetched with torchvision when asked (`download`) or, by default,
     when the download server answers; otherwise one clear error."""
-    if key not in FILE_FORMATS:
-        raise UserError(f"unknown file layout {key!r}; choose one of {', '.join(FILE_FORMATS)}")
+    if key not in FILE_KINDS:
+        raise UserError(f"unknown file layout {key!r}; choose one of {', '.join(FILE_KINDS)}")
     root = Path(data_path)
     missing = missing_files(key, root)
     if missing:

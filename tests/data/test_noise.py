@@ -19,7 +19,7 @@ from data.noise import (
     symmetric_all_transition,
     symmetric_transition,
 )
-from data.datasets import DATASETS as PRESETS, noise_types_for
+from data.datasets import DATASETS, noise_types_for
 from utils.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official_noise"
@@ -141,7 +141,7 @@ def test_symmetric_all_draws_like_symmetric_from_its_own_matrix():
 
 
 def test_symmetric_all_is_a_valid_noise_type_for_the_synthetic_datasets():
-    for dataset in PRESETS:
+    for dataset in DATASETS:
         assert "symmetric_all" in noise_types_for(dataset)
 
 
