@@ -68,8 +68,10 @@ def parse_key_list(lines: Iterable[str], source: str) -> list[str]:
 
 def check_inside_root(key: str, where: str) -> None:
     """An image path must lie below the data root: relative, without '..'."""
-    parts = Path(key).parts
-    if Path(key).is_absolute() or key.startswith(("/", "\\")) or ".." in parts:
+    if ".." not in key and ":" not in key and not key.startswith(("/", "\\")):
+        return  # the common case, decided without building a Path (index files hold a million lines)
+    path = Path(key)
+    if path.is_absolute() or key.startswith(("/", "\\")) or ".." in path.parts:
         raise DatasetError(f"{where}: the image path {key} leaves the data root; paths must be relative to "
                            f"it, like images/0/00/123.jpg")
 

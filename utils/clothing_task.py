@@ -171,13 +171,12 @@ class ClassWeightedLoss:
         valid = labels != IGNORED_LABEL
         safe_labels = labels.clamp_min(0)
         example_weights = self.weights[safe_labels] * valid
-        weighted = F.cross_entropy(logits, safe_labels, reduction="none") * example_weights
-        denominator = example_weights.sum().detach()
-        if self.world_size > 1:
-            denominator = all_reduce_sum(denominator.clone())
-        self.weighted_sum += weighted.sum().detach().double()
-        self.weight_total += example_weights.sum().detach().double()
-        return weighted.sum() * self.world_size / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+        weighted = (F.cross_entropy(logits, safe_labels, reduction="none") * example_weights).sum()
+        weight_sum = example_weights.sum().detach()
+        denominator = all_reduce_sum(weight_sum.clone()) if self.world_size > 1 else weight_sum
+        self.weighted_sum += weighted.detach().double()
+        self.weight_total += weight_sum.double()
+        return weighted * self.world_size / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
 
     def epoch_loss(self) -> float:
         totals = all_reduce_sum(torch.stack([self.weighted_sum, self.weight_total]))
