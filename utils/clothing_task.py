@@ -21,7 +21,7 @@ from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform,
                            default_num_workers, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
 from models.pretrained import StateDict, batch_of_one_trains, build_classifier, load_imagenet_state
-from utils.engine import Trainer, compile_network, predict_logits, sgd_trainer, train_one_epoch, uses_channels_last
+from utils.engine import Trainer, place_network, predict_logits, sgd_trainer, train_one_epoch, uses_channels_last
 from utils.errors import StopRequested
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
 from utils.run.checkpoint import load_checkpoint
@@ -277,10 +277,8 @@ def open_task(config: ClothingConfig, run: "Run") -> ClothingTask:
 
 def network(task: ClothingTask, imagenet_state: StateDict | None) -> nn.Module:
     config = task.config
-    model = build_classifier(config.arch, config.num_classes, imagenet_state).to(task.device)
-    if uses_channels_last(config.channels_last, task.device):
-        model = model.to(memory_format=torch.channels_last)
-    return compile_network(model, config.compile)
+    model = build_classifier(config.arch, config.num_classes, imagenet_state)
+    return place_network(model, task.device, uses_channels_last(config.channels_last, task.device), config.compile)
 
 
 def network_without_drawing(task: ClothingTask, imagenet_state: StateDict | None) -> nn.Module:

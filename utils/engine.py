@@ -146,6 +146,15 @@ def sgd_trainer(model: nn.Module, lr: float, weight_decay: float, kernels: str,
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # --compile
 
 
+def place_network(model: nn.Module, device: torch.device, channels_last: bool, compile_mode: str) -> nn.Module:
+    """A new network on `device`, its weights channels-last where `channels_last`, compiled with
+    `compile_mode` (compile_network): how every task readies the networks it builds."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return compile_network(model, compile_mode)
+
+
 def compile_network(model: nn.Module, mode: str = "off") -> nn.Module:
     """The network compiled in place with torch.compile (inductor) for training and inference.
 

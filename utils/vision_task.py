@@ -19,9 +19,9 @@ from torch import nn
 from data.device_pipeline import DevicePipeline, images_to_device
 from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz, same_npz_arrays
 from models import build_model
-from utils.errors import UserError
-from utils.engine import (EpochStats, Trainer, compile_network, images_only, predict_logits, sgd_trainer,
+from utils.engine import (EpochStats, Trainer, images_only, place_network, predict_logits, sgd_trainer,
                           train_one_epoch, uses_channels_last)
+from utils.errors import UserError
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
 from utils.run.atomic import atomic_write_bytes
@@ -95,10 +95,8 @@ class VisionTask:
 
     def new_model(self) -> nn.Module:
         """A fresh network (initialised from torch's global generator, seeded once per run)."""
-        model = build_model(self.config.network_name, self.num_classes, self.train_images.shape[1]).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return compile_network(model, self.config.compile)
+        model = build_model(self.config.network_name, self.num_classes, self.train_images.shape[1])
+        return place_network(model, self.device, self.channels_last, self.config.compile)
 
     def new_trainer(self, milestones: Sequence[int] | None) -> Trainer:
         """A fresh network with SGD (momentum 0.9) and MultiStepLR(milestones) unless None."""
