@@ -5,12 +5,13 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from utils.errors import CheckpointError
 from utils.run.atomic import atomic_torch_save
+from utils.run.config import RunConfig, config_defaults, config_to_dict
 
 # The layout of the checkpoint dict (utils/run/driver.py, Run.checkpoint). 1: before the shared run
 # lifecycle; 2: each loop's own dict; 3: the run driver's header plus the loop's entries.
@@ -59,31 +60,29 @@ def resume_path(resume: str, default_checkpoint: Path) -> Path | None:
     return path
 
 
-def config_differences(saved: Any, current: dict[str, Any], neutral_fields: Iterable[str],
-                       defaults: dict[str, Any] | None = None) -> list[str]:
-    """The flags, other than `neutral_fields`, whose saved value differs from the current one.
+def config_differences(saved: Any, config: RunConfig) -> list[str]:
+    """The flags, other than the config's RESUME_NEUTRAL_FIELDS, whose saved value differs from `config`'s.
 
     A flag the saved configuration does not have (it was added later) counts as its default, which
     is what the code that wrote it did.
     """
     saved = saved if isinstance(saved, dict) else {}
-    defaults = defaults or {}
-    neutral = set(neutral_fields)
+    defaults = config_defaults(config)
+    neutral = set(config.RESUME_NEUTRAL_FIELDS)
     differences = []
-    for name, value in current.items():
+    for name, value in config_to_dict(config).items():
         before = saved.get(name, defaults.get(name))
         if name not in neutral and before != value:
             differences.append(f"--{name} (saved {before!r}, given {value!r})")
     return differences
 
 
-def load_compatible_checkpoint(path: Path, current: dict[str, Any], neutral_fields: Iterable[str],
-                               defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load `path`, refusing when its config differs from `current` in a field that changes results."""
+def load_compatible_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
+    """Load `path`, refusing when its config differs from `config` in a field that changes results."""
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint.get("config"), dict):
         raise CheckpointError(f"checkpoint {path} has no configuration; it was not written by this project")
-    differences = config_differences(checkpoint["config"], current, neutral_fields, defaults)
+    differences = config_differences(checkpoint["config"], config)
     if differences:
         raise CheckpointError(f"cannot resume from {path}: it was made with other settings: "
                               f"{'; '.join(differences)}. Use the same flags, or another --output_dir")
@@ -99,17 +98,25 @@ def require_format(checkpoint: dict[str, Any], path: Path | None, expected: int)
                               f"started it, or start it again in another --output_dir")
 
 
-def capture_rng_states() -> dict[str, Any]:
-    """torch's global generators (network initialisation); the run's own generators are the task's.
+GENERATOR_PREFIX = "generator:"  # the task's own generators, beside torch's global ones
+
+
+def capture_rng_states(generators: dict[str, Any]) -> dict[str, Any]:
+    """torch's global generators (network initialisation) and the task's own `generators` (name →
+    state): everything a run draws from.
 
     Nothing in this project draws from python's or numpy's global generators (every draw takes a
     seed or a private generator), so they are neither seeded nor saved.
     """
     return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **{GENERATOR_PREFIX + name: state for name, state in generators.items()}}
 
 
-def restore_rng_states(states: dict[str, Any]) -> None:
+def restore_rng_states(states: dict[str, Any]) -> dict[str, Any]:
+    """Set torch's global generators; returns the task's generator states (name → state)."""
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+    return {key.removeprefix(GENERATOR_PREFIX): state for key, state in states.items()
+            if key.startswith(GENERATOR_PREFIX)}

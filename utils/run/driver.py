@@ -210,8 +210,7 @@ class Run:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, loop: Loop) -> dict[str, Any]:
         """The whole resumable state (collective: every rank's generator states are gathered)."""
-        rng = capture_rng_states()
-        rng.update({f"generator:{name}": state for name, state in loop.task.generator_states().items()})
+        rng = capture_rng_states(loop.task.generator_states())
         return {"format": CHECKPOINT_FORMAT, "config": self.config_dict, "world_size": self.context.world_size,
                 "inputs": self.inputs, "loop": loop.state.to_dict(), "rng": rng,
                 "metrics_size": self.files.metrics_size(),
@@ -241,10 +240,7 @@ class Run:
                                   f"{err}); it is damaged or of another version: start the run again in another "
                                   f"--output_dir") from None
         self.elapsed_before, self.started = saved["elapsed_s"], time.time()
-        restore_rng_states(saved["rng"])
-        generators = {key.removeprefix("generator:"): value for key, value in saved["rng"].items()
-                      if key.startswith("generator:")}
-        loop.task.restore_generators(generators)
+        loop.task.restore_generators(restore_rng_states(saved["rng"]))
         s = loop.state
         self.log(f"resumed from {path}: outer {s.outer}, round {s.inner}, epoch {s.epoch}")
 

@@ -19,7 +19,7 @@ import torch
 
 from utils.errors import UserError
 from utils.run.checkpoint import config_differences, load_compatible_checkpoint, resume_path, save_checkpoint
-from utils.run.config import RunConfig, config_defaults, config_to_dict
+from utils.run.config import RunConfig, config_to_dict
 from utils.run.files import RunFiles, check_folder
 from utils.run.lock import RunLock
 
@@ -57,8 +57,7 @@ def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStar
         if owner:
             refuse_files_of_another_run(config, files)
         return RunStart()
-    checkpoint = load_compatible_checkpoint(path, config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
-                                            config_defaults(config))
+    checkpoint = load_compatible_checkpoint(path, config)
     if owner and not files.holds(path):
         refuse_files_before_a_moved_run(path, files)
         check_moved_run_is_stopped(path)
@@ -76,8 +75,7 @@ def finished_run(config: RunConfig, files: RunFiles) -> RunStart:
     if not isinstance(result.get("config"), dict) or not isinstance(result.get("test_acc"), (int, float)):
         raise UserError(f"{files.result} is not a result of this project (no configuration or test accuracy); "
                         f"move it away to run here, or choose another --output_dir")
-    differences = config_differences(result["config"], config_to_dict(config), config.RESUME_NEUTRAL_FIELDS,
-                                     config_defaults(config))
+    differences = config_differences(result["config"], config)
     if differences:
         raise UserError(f"{files.run_dir} holds a finished run made with other settings ("
                         f"{'; '.join(differences)}); choose another --output_dir for these settings")
@@ -91,8 +89,7 @@ def refuse_files_of_another_run(config: RunConfig, files: RunFiles) -> None:
     if not others:
         return
     saved = files.read_config() if files.config.is_file() else None
-    ours = saved is not None and not config_differences(saved, config_to_dict(config),
-                                                        config.RESUME_NEUTRAL_FIELDS, config_defaults(config))
+    ours = saved is not None and not config_differences(saved, config)
     if not (config.resume == "auto" and ours):
         listed = ", ".join(sorted(others)[:5])
         raise UserError(f"{files.run_dir} holds files this run would replace ({listed}); choose another "

@@ -33,7 +33,8 @@ class RunLock:
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.handle: IO[str] | None = None
-        self.created = False
+        self.created = False  # this process made the lock file
+        self.folders_created: list[Path] = []  # ... and these folders for it, deepest first
 
     def acquire(self) -> "RunLock":
         """Take the lock, or raise a UserError naming the process that holds it."""
