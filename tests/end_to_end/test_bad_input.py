@@ -83,10 +83,15 @@ def test_main_py_hostile_input(tmp_path, monkeypatch, capsys, case):
     args, message = MAIN_CASES[case]
     monkeypatch.chdir(tmp_path)
     prepare_files(tmp_path)
-    before = tree_snapshot(tmp_path)
-    assert main_module.main(DIGITS + args) == 2
+    assert_refused_leaving_all_as_it_was(lambda: main_module.main(DIGITS + args), message, capsys, tmp_path)
+
+
+def assert_refused_leaving_all_as_it_was(entry_point: Callable[[], int], message: str, capsys, *roots: Path) -> None:
+    """`entry_point()` exits with 2 and one error line holding `message`; nothing under `roots` changed."""
+    before = [tree_snapshot(root) for root in roots]
+    assert entry_point() == 2
     assert_one_error_line(capsys.readouterr().err, message)
-    assert tree_snapshot(tmp_path) == before
+    assert [tree_snapshot(root) for root in roots] == before
 
 
 def assert_one_error_line(stderr: str, message: str) -> None:
@@ -172,11 +177,9 @@ def test_clothing_py_hostile_input(clothing_index, tmp_path, monkeypatch, capsys
     make_args, message = CLOTHING_CASES[case]
     monkeypatch.chdir(tmp_path)
     prepare_files(tmp_path)
-    before = tree_snapshot(tmp_path), tree_snapshot(clothing_index)
     flags = ["--arch", "resnet18", "--image_size", "40", "--no_pretrain", "--num_workers", "0", "--no_progress"]
-    assert clothing_main(flags + make_args(clothing_index, tmp_path)) == 2
-    assert_one_error_line(capsys.readouterr().err, message)
-    assert (tree_snapshot(tmp_path), tree_snapshot(clothing_index)) == before
+    assert_refused_leaving_all_as_it_was(lambda: clothing_main(flags + make_args(clothing_index, tmp_path)),
+                                         message, capsys, tmp_path, clothing_index)
 
 
 INDEX_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
@@ -196,8 +199,6 @@ def test_clothing1m_data_py_hostile_input(tiny_clothing, tmp_path, monkeypatch, 
     make_args, message = INDEX_CASES[case]
     monkeypatch.chdir(tmp_path)
     prepare_files(tmp_path)
-    before = tree_snapshot(tmp_path)
-    assert importlib.import_module("Clothing1m-data").main(make_args(tiny_clothing.root, tmp_path) +
-                                                           ["--no_progress"]) == 2
-    assert_one_error_line(capsys.readouterr().err, message)
-    assert tree_snapshot(tmp_path) == before
+    index_main = importlib.import_module("Clothing1m-data").main
+    assert_refused_leaving_all_as_it_was(lambda: index_main(make_args(tiny_clothing.root, tmp_path) + ["--no_progress"]),
+                                         message, capsys, tmp_path)
