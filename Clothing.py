@@ -5,7 +5,7 @@
     python Clothing.py --resume auto                     # continue after a preemption
 
 Build the index first: python Clothing1m-data.py --data_root data/Clothing1M_Official/
-Exit codes: 0 done, 2 user error, 3 non-finite loss, 75 stopped by SIGTERM/SIGUSR1, 130 Ctrl-C
+Exit codes: 0 done, 2 user error, 3 non-finite loss, 4 out of memory, 75 stopped by SIGTERM/SIGUSR1, 130 Ctrl-C
 (resume both with --resume auto).
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ ICCV 2021) and the other methods of utils/methods/.
     python main.py --dataset digits --noise_type instance --noise_rate 0.4 --method coteaching
 
 Parses the flags (official names and defaults, utils/train_config.py) and hands the run to the run
-driver (utils/run/driver.py). Exit codes: 0 done, 2 bad input, 3 non-finite loss, 75 stopped by
+driver (utils/run/driver.py). Exit codes: 0 done, 2 bad input, 3 non-finite loss, 4 out of memory, 75 stopped by
 SIGTERM/SIGUSR1, 130 Ctrl-C (resume both with --resume auto).
 """
 from __future__ import annotations

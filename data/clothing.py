@@ -35,6 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORED_LABEL = -1  # label of a skipped (unreadable) training image: the loss ignores it
 
 
+# differs from the official code: decoded and resized with torchvision
 def decode_rgb(path: str | Path) -> torch.Tensor:
     """Read and decode one image file as uint8 RGB [3, H, W] (grey and CMYK JPEGs are converted)."""
     with warnings.catch_warnings():

@@ -3,7 +3,7 @@
 
 Pure functions over text and arrays; `Clothing1m-data.py` is the thin script around them.
 Unlike the official builder, a key without a label is never dropped silently (that misaligns
-every later label; docs/method.md, "Quirks of the official code"): it is reported, and either
+every later label; docs/method.md, "Where we differ from the official code"): it is reported, and either
 stops the build or is dropped together with its label.
 """
 from __future__ import annotations

@@ -197,14 +197,15 @@ def make_noisy_labels(
 ) -> NoisyLabels:
     """Corrupt all training labels as the official code does for (noise_type, noise_rate, seed).
 
-    Rate 0 returns the clean labels (the official code crashes there; docs/method.md, "Quirks of
-    the official code").
+    Rate 0 returns the clean labels (the official code crashes there; docs/method.md, "Where we differ
+    from the official code").
     """
     clean_labels = np.asarray(clean_labels)
     _validate(clean_labels, images, noise_type, noise_rate, num_classes)
     clean_labels = clean_labels.astype(np.int64)
     make_transition = NOISE_TYPES[noise_type].transition
     transition = None if make_transition is None else make_transition(num_classes, noise_rate)
+    # differs from the official code: rate 0 means clean labels
     if noise_rate == 0.0:
         labels = clean_labels.copy()
     elif transition is not None:

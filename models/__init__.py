@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from models.cnn9 import CNN9
@@ -24,3 +25,15 @@ def build_model(name: str, num_classes: int, in_channels: int | None = None) -> 
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(MODEL_BUILDERS)}")
     builder = MODEL_BUILDERS[name]
     return builder(num_classes) if in_channels is None else builder(num_classes, in_channels)
+
+
+def takes_images(name: str, num_classes: int, image_shape: tuple[int, int, int]) -> bool:
+    """Whether network `name` runs on images of `image_shape` (C, H, W): LeNet's classifier, for one,
+    is sized for 28×28. Tried on two blank images; torch's global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model = build_model(name, num_classes, image_shape[0]).eval()
+        try:
+            model(torch.zeros(2, *image_shape))
+        except RuntimeError:
+            return False
+    return True

@@ -23,11 +23,12 @@ class LeNet(nn.Module):
             nn.Conv2d(6, 16, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
         )
         # The official LeNet always has 10 outputs; ours follows the dataset
-        # (docs/method.md, "Quirks of the official code").
+        # (docs/method.md, "Where we differ from the official code").
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
             nn.Linear(120, 84), nn.ReLU(),
+            # differs from the official code: as many outputs as classes
             nn.Linear(84, num_classes),
         )
 

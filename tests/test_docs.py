@@ -67,3 +67,36 @@ def test_the_documented_slurm_script_ends_with_the_runs_status_and_requeues_on_7
     assert (tmp_path / "requeued").exists() == requeued
     if requeued:
         assert (tmp_path / "requeued").read_text().split() == ["requeue", "42"]
+
+
+@pytest.mark.parametrize("status", [0, 2, 3, 75])
+def test_the_clothing1m_slurm_script_ends_with_the_runs_status(tmp_path, status):
+    page = (REPO / "docs" / "clothing1m.md").read_text()
+    script = re.search(r"```bash\n(#!/bin/bash\n#SBATCH.*?)```", page, re.S).group(1)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/bash\nexit $FAKE_STATUS\n")
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho node1\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_STATUS=str(status), SLURM_JOB_ID="42",
+               SLURM_JOB_NODELIST="node1", SLURM_NNODES="1")
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == status
+
+
+DIFFERENCE_MARK = re.compile(r"# differs from the official code: (.+)$", re.M)
+
+
+def test_every_difference_marked_in_the_code_has_its_row_in_the_one_list():
+    page = (REPO / "docs" / "method.md").read_text()
+    section = page.split("## Where we differ from the official code", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    sources = [path for path in REPO.rglob("*.py")
+               if not {".venv", "tests", "runs"} & set(path.relative_to(REPO).parts)]
+    marks = [(path.relative_to(REPO), phrase.strip()) for path in sources
+             for phrase in DIFFERENCE_MARK.findall(path.read_text())]
+    assert len(marks) >= 13  # the marks themselves are kept
+    assert [f"{path}: {phrase}" for path, phrase in marks if not any(phrase in row for row in rows)] == []
+    # README points to the one list instead of keeping a second one
+    assert "where-we-differ-from-the-official-code" in (REPO / "README.md").read_text()

@@ -73,6 +73,7 @@ class ClothingConfig(RunConfig):
     def run_name(self) -> str:
         return f"clothing1m-seed{self.seed}"
 
+    # differs from the official code: they go to `--model_dir/<run folder name>/`
     @property
     def epoch_weights_dir(self) -> Path:
         return Path(self.model_dir) / self.run_dir.name

@@ -211,6 +211,7 @@ def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int,
     """(augmented normalised images, labels) on the device; unreadable images get the ignored label."""
     # A last batch of one image is a batch of its own, as officially, unless the images are so small
     # that BatchNorm would fail on it: then it joins the batch before it (docs/clothing1m.md).
+    # differs from the official code: a last batch of one joins the batch before it
     fold = not batch_of_one_trains(task.config.image_size)
     for batch in task.loader.batches(positions, batch_size, fold_single_last=fold):
         bad += raise_or_count_bad(batch, task.config.skip_bad_images)

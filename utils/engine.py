@@ -64,6 +64,7 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 MEMORY_FORMATS = ("auto", "on", "off")  # --channels_last
 
 
+# differs from the official code: `--channels_last auto` (default)
 def uses_channels_last(setting: str, device: torch.device) -> bool:
     """Whether images and convolution weights go channels-last.
 
@@ -81,6 +82,7 @@ SGD_KERNELS = ("fused", "plain")
 SGD_MOMENTUM = 0.9  # official, for every dataset
 
 
+# differs from the official code: `--sgd fused` (default)
 def make_sgd(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float,
              kernels: str = "fused") -> torch.optim.SGD:
     """SGD with momentum 0.9, as in the official code.

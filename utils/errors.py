@@ -4,8 +4,10 @@ Every entry point runs its body through `exit_code_of`, which turns each way of 
 on stderr ("error: ...", "stopped (SIGTERM): ...") and the documented exit code:
 
     0   done                       2    bad flags, paths, data, weights or checkpoint (UserError)
-    3   the loss became NaN/inf    75   stopped by SIGTERM/SIGUSR1 after saving: resume later
+    3   the loss became NaN/inf    4    out of memory (device or host)
+    75  stopped by SIGTERM/SIGUSR1 after saving: resume later
     130 stopped by Ctrl-C (SIGINT) after saving: resume later
+    1   anything else: a bug or a failure we did not foresee, with Python's traceback
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Callable
 EXIT_OK = 0
 EXIT_USER_ERROR = 2        # bad flags, missing or malformed input: the message says what to do
 EXIT_NON_FINITE = 3        # the loss became NaN or infinite
+EXIT_OUT_OF_MEMORY = 4     # the device (or the host) ran out of memory
 EXIT_PREEMPTED = 75        # EX_TEMPFAIL: stopped on SIGTERM/SIGUSR1 after saving; resume later
 EXIT_INTERRUPTED = 130     # stopped by Ctrl-C (SIGINT) after saving; resume later
 
@@ -87,6 +90,14 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
     except KeyboardInterrupt:
         say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
         return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        say(f"error: out of memory ({first_line}): use a smaller "
+            f"--batch_size or --eval_batch_size, --amp, or fewer runs on this device; the last checkpoint is "
+            f"kept (--resume auto continues)")
+        return EXIT_OUT_OF_MEMORY
     except OSError as error:
         if error.filename:
             say(f"error: cannot read or write {error.filename}: {error.strerror or error} (check the path, its "
@@ -95,3 +106,11 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
             say(f"error: the operating system refused: {error.strerror or error} (nothing written before was "
                 f"lost; run again once the cause is gone)")
         return EXIT_USER_ERROR
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA), MPS's and the CPU allocator's messages, and Python's MemoryError."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return "out of memory" in text or "DefaultCPUAllocator: can't allocate memory" in text

@@ -24,7 +24,7 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def batch_mean_accuracy(predictions: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """The official printout (docs/method.md, "Quirks of the official code"): the unweighted mean
+    """The official printout (docs/method.md, "Where we differ from the official code"): the unweighted mean
     of the accuracies of consecutive batches of `batch_size`, so a smaller last batch counts as much
     as a full one."""
     if labels.numel() == 0:
@@ -44,6 +44,7 @@ def class_balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num
     labels = labels.long()
     totals = torch.bincount(labels, minlength=num_classes).double()
     hits = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
+    # differs from the official code: such a class is left out of the mean
     present = totals > 0
     if not bool(present.any()):
         return 0.0

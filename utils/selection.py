@@ -86,7 +86,7 @@ def checkpoint_for_each_class(best_files: list[str | None], latest_file: str) ->
     """Each class's best checkpoint; a class that never scored above 0 gets the latest one.
 
     Officially such a class points to an empty file name and the run crashes (docs/method.md,
-    "Quirks of the official code").
+    "Where we differ from the official code").
     Returns the files and the classes that fell back.
     """
     fallback = [c for c, name in enumerate(best_files) if name is None]

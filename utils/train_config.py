@@ -18,6 +18,7 @@ from utils.methods import METHODS, flag_owners
 from utils.run.config import RunConfig, option, require
 
 SELECTIONS = ("agree", "small_loss")
+NOISE_RATE_DEFAULT = 0.2
 
 
 def describe_methods() -> str:
@@ -44,7 +45,8 @@ class VisionConfig(RunConfig):
     data_path: str = option("./data", "folder holding MNIST/raw, cifar-10-batches-py or cifar-100-python")
     noise_type: str = option("symmetric", ", ".join(NOISE_TYPES) + "; CIFAR-N's human labels: " + "; ".join(
         f"{', '.join(data.human_noise)} ({name})" for name, data in DATASETS.items() if data.human_noise))
-    noise_rate: float = option(0.2, "corruption rate in [0, 1) for synthetic noise")
+    noise_rate: float = option(NOISE_RATE_DEFAULT, "corruption rate in [0, 1) for synthetic noise (not with CIFAR-N's "
+                                                   "human labels)")
     # --- ours ---
     method: str = option("memomentum", describe_methods(), choices=tuple(METHODS))
     network: str = option("", f"the network: {', '.join(MODEL_BUILDERS)} (cnn9: Co-teaching's CNN); default: the "
@@ -70,6 +72,9 @@ class VisionConfig(RunConfig):
                 f"noise type {self.noise_type!r} is not available for {self.dataset}; "
                 f"choose one of {', '.join(kinds)}")
         require(0.0 <= self.noise_rate < 1.0, f"--noise_rate must be in [0, 1), got {self.noise_rate}")
+        require(not self.human_noise or self.noise_rate == NOISE_RATE_DEFAULT,
+                f"--noise_rate plays no part with {self.dataset}'s human labels ({self.noise_type}: the "
+                f"annotators fixed the rate); leave --noise_rate out")
         require(not self.network or self.network in MODEL_BUILDERS,
                 f"unknown --network {self.network!r}; choose one of {', '.join(MODEL_BUILDERS)}")
         require(0.0 < self.data_percent <= 1.0,
@@ -111,15 +116,21 @@ class VisionConfig(RunConfig):
         return is_human_noise(self.dataset, self.noise_type)
 
     @property
+    def noise_setting(self) -> str:
+        """{dataset}-{noise_type}-{noise_rate}, the official naming; CIFAR-N's human labels have no rate."""
+        rate = "" if self.human_noise else f"-{self.noise_rate}"
+        return f"{self.dataset}-{self.noise_type}{rate}"
+
+    @property
     def run_name(self) -> str:
-        return f"{self.dataset}-{self.noise_type}-{self.noise_rate}-seed{self.seed}-{self.method}"
+        return f"{self.noise_setting}-seed{self.seed}-{self.method}"
 
     @property
     def official_checkpoint_stem(self) -> str:
         """The official file-name stem, {dataset}-{noise_type}-{noise_rate}-{seed}; other methods than
         Me-Momentum (which the official code does not have) add their name, so that runs of a
         sweep never share a file."""
-        stem = f"{self.dataset}-{self.noise_type}-{self.noise_rate}-{self.seed}"
+        stem = f"{self.noise_setting}-{self.seed}"
         return stem if self.method == "memomentum" else f"{stem}-{self.method}"
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from data.device_pipeline import DevicePipeline, images_to_device
 from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz, same_npz_arrays
-from models import build_model
+from models import build_model, takes_images
 from utils.engine import (EpochStats, Trainer, images_only, place_network, predict_logits, sgd_trainer,
                           train_one_epoch, uses_channels_last)
 from utils.errors import UserError
@@ -65,6 +65,7 @@ class VisionTask:
         self.num_classes = dataset.vision.num_classes
         self.actual_noise_rate = dataset.actual_rate
         self.show_progress = show_progress
+        # differs from the official code: drawn from one `torch.Generator` seeded with `--seed`
         self.generator = torch.Generator().manual_seed(config.seed)
         preset = config.preset
         self.channels_last = uses_channels_last(config.channels_last, device)
@@ -80,7 +81,17 @@ class VisionTask:
         self.train_labels, self.val_labels = noisy[train_index], noisy[val_index]
         self.train_clean_labels = clean[train_index]
         self.test_images = images_to_device(dataset.vision.test_images, device)
+        self.check_network()
         self.test_labels = torch.from_numpy(dataset.vision.test_labels).long().to(device)
+
+    def check_network(self) -> None:
+        """--network must take this dataset's images; the dataset's own network always does."""
+        config, shape = self.config, tuple(self.train_images.shape[1:])
+        if config.network_name != config.preset.network and not takes_images(config.network_name,
+                                                                             self.num_classes, shape):
+            raise UserError(f"--network {config.network_name} cannot take {config.dataset}'s "
+                            f"{'×'.join(map(str, shape))} images (LeNet is sized for 28×28); leave --network out "
+                            f"for {config.dataset}'s own ({config.preset.network}) or choose another")
 
     @property
     def num_train(self) -> int:
@@ -163,7 +174,7 @@ class VisionTask:
 
     def validate(self, model: nn.Module) -> float:
         """Class-balanced accuracy on the noisy validation set; augmented like the official code
-        unless --predict_clean (docs/method.md, "Quirks of the official code")."""
+        unless --predict_clean (docs/method.md, "Where we differ from the official code")."""
         logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
         return class_balanced_accuracy(logits.argmax(1), self.val_labels, self.num_classes)
 

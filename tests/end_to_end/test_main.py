@@ -91,6 +91,22 @@ def test_a_cifar_n_run_records_no_noise_rate(tmp_path):
     assert result["noise_type"] == "worst" and result["noise_rate"] is None  # people's labels have no rate
 
 
+def test_a_cifar_n_run_refuses_a_noise_rate_and_has_one_name(tmp_path, capsys):
+    from utils.run.config import parse_config
+    from utils.train_config import TrainConfig
+
+    assert main_module.main(["--dataset", "cifar10", "--noise_type", "worst", "--noise_rate", "0.7",
+                             "--output_dir", str(tmp_path / "run")]) == 2
+    assert "--noise_rate plays no part with cifar10's human labels" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    config = parse_config(TrainConfig, ["--dataset", "cifar10", "--noise_type", "worst"], "")
+    # the sweep's name for the same run (utils/sweeps/grid.py) has no rate either
+    assert config.run_name == "cifar10-worst-seed1-memomentum"
+    assert config.official_checkpoint_stem == "cifar10-worst-1"
+    synthetic = parse_config(TrainConfig, ["--dataset", "cifar10", "--noise_rate", "0.4"], "")
+    assert synthetic.run_name == "cifar10-symmetric-0.4-seed1-memomentum"
+
+
 @pytest.mark.parametrize("name,noise", [("mnist", "instance"), ("cifar10", "pairflip"),
                                         ("cifar100", "symmetric")])
 def test_export_noisy_labels_matches_the_noise_functions(tmp_path, monkeypatch, name, noise):
@@ -220,3 +236,14 @@ def test_saved_rounds_hold_the_extraction(tmp_path, monkeypatch):
                                       saved["pred_probs"].argmax(1) == saved["noisy_labels"])
         precision = 100 * np.mean(saved["noisy_labels"][saved["confident"]] == saved["clean_labels"][saved["confident"]])
         assert precision == pytest.approx(record["precision"], abs=1e-3)
+
+
+def test_a_network_that_cannot_take_the_images_is_refused_in_one_line(tmp_path):
+    write_dataset(tmp_path / "files", "cifar10", 20, 6)
+    done = run_main(["--dataset", "cifar10", "--network", "lenet", "--data_path", "files", "--output_dir", "run",
+                     "--n_epoch", "1", "--no_progress"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --network lenet cannot take cifar10's 3×32×32 images (LeNet is sized for 28×28); leave --network "
+        "out for cifar10's own (resnet18) or choose another"]
+    assert "Traceback" not in done.stderr

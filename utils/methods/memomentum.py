@@ -103,6 +103,7 @@ class MeMomentum(TrainerLoop):
 
     def start_inner_round(self) -> None:
         """Reload the latest weights, new SGD + MultiStepLR, re-extract confident examples."""
+        # differs from the official code: its final weights are used as "latest"
         if self.latest_weights is None:  # the warm-up never improved on 0 %: keep what it reached
             self.run.log("warm-up never improved validation accuracy; using its final weights as 'latest'")
             self.keep_latest()
@@ -116,6 +117,7 @@ class MeMomentum(TrainerLoop):
         mask = confident_mask(logits, task.train_labels, task.num_classes, self.config.select)
         quality = confident_set_quality(mask, task.train_labels, task.train_clean_labels, task.num_classes)
         record = {"kind": "round", "outer": s.outer, "inner": s.inner, **quality}
+        # differs from the official code: the previous training set is kept
         if quality["confident_size"] == 0:
             record["empty"] = True
             self.run.log(f"outer {s.outer} round {s.inner}: no prediction agrees with its noisy label; "

@@ -160,6 +160,7 @@ class RunConfig:
                                  "last-bit rounding", choices=COMPILE_MODES, nargs="?", const="default")
     save_rounds: bool = option(False, "write the examples of every round (their index, labels, the "
                                       "model's predictions, and which were kept) to RUN_DIR/rounds/")
+    # differs from the official code: `--eval_batch_size`, default 256
     eval_batch_size: int = option(256, "batch size for validation and extraction (inference only)", minimum=1)
     num_threads: int = option(0, "CPU threads for torch; 0: all usable cores while no other process "
                                  "uses them, fewer while others do (docs/performance.md)")

@@ -223,6 +223,7 @@ def append_results_log(title: str, config_text: str, seed: int, test_acc: float,
     append_line(log_file, f"{now} {title} seed-{seed}, Best Test Acc: {test_acc}")
 
 
+# differs from the official code: one run owns them
 def claim_weight_files(owner_file: Path | None, run_dir: Path, moved_from: Path | None = None) -> None:
     """Weight files outside the run folder (--model_dir) belong to one run: `owner_file` beside them
     names it, and another run may not write there while that run's folder exists. A run moved to
