@@ -9,6 +9,7 @@ names the first.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import socket
@@ -40,15 +41,21 @@ class RunLock:
         """Take the lock, or raise a UserError naming the process that holds it."""
         if fcntl is None or self.handle is not None:
             return self
+        refuse_foreign_lock_file(self.path)
         self.created = not self.path.exists()
-        handle = open(self.path, "a+", encoding="utf-8")
+        # O_NOFOLLOW: a link put in place of the lock file is never followed (nor its target truncated)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        handle = os.fdopen(descriptor, "a+", encoding="utf-8")
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = describe_holder(self.path)
+        except OSError as error:
             handle.close()
-            raise UserError(f"{self.path.parent} is in use by another run ({holder}); wait for it to end, "
-                            f"stop it, or choose another --output_dir") from None
+            if error.errno not in (errno.EACCES, errno.EAGAIN):  # ENOLCK, EOPNOTSUPP...: no locks here
+                raise UserError(f"{self.path.parent}: this filesystem does not support locks ({error.strerror}); "
+                                f"mount it with locking enabled, or choose an --output_dir on a filesystem that "
+                                f"has them (a local disk)") from None
+            raise UserError(f"{self.path.parent} is in use by another run ({describe_holder(self.path)}); wait "
+                            f"for it to end, stop it, or choose another --output_dir") from None
         self.handle = handle
         return self
 
@@ -57,7 +64,7 @@ class RunLock:
         """Who holds the lock of `run_dir` when a process does (its description), else None; takes
         nothing and creates nothing."""
         path = Path(run_dir) / LOCK_NAME
-        if fcntl is None or not path.is_file():
+        if fcntl is None or path.is_symlink() or not path.is_file():
             return None
         with open(path, "a", encoding="utf-8") as handle:
             try:
@@ -86,6 +93,26 @@ class RunLock:
             self.handle = None
             if remove and self.created:
                 self.path.unlink(missing_ok=True)
+
+
+def refuse_foreign_lock_file(path: Path) -> None:
+    """A `.lock` that is a link, not a file, or a file that is not a lock record of ours (another
+    tool's) is refused, untouched: taking it would follow the link or overwrite the file."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file():
+        what = "a link" if path.is_symlink() else "not a file"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+            record = json.loads(text) if text.strip() else {}
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and set(record) <= {"host", "pid", "started", "command"}:
+            return
+        what = "a file that is not a lock record of this project"
+    raise UserError(f"{path} is {what}; this run would have to replace it to lock its folder: move it away, "
+                    f"or choose another --output_dir")
 
 
 def describe_holder(path: Path) -> str:
