@@ -1,6 +1,7 @@
 """Networks by name: `build_model(name, num_classes, in_channels)`, for `--network` and the datasets' presets."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -18,12 +19,15 @@ MODEL_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
-def build_model(name: str, num_classes: int, in_channels: int | None = None) -> nn.Module:
+def build_model(name: str, num_classes: int, in_channels: int | None = None, cnn9_dropout: str = "never") -> nn.Module:
     """A freshly initialised network (draws from torch's global generator, like the official code);
-    `in_channels`: the images' channels (None: the network's own default, 1 for LeNet, else 3)."""
+    `in_channels`: the images' channels (None: the network's own default, 1 for LeNet, else 3);
+    `cnn9_dropout`: when CNN9's dropout runs (models/cnn9.py)."""
     if name not in MODEL_BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(MODEL_BUILDERS)}")
     builder = MODEL_BUILDERS[name]
+    if name == "cnn9":
+        builder = functools.partial(CNN9, dropout_mode=cnn9_dropout)
     return builder(num_classes) if in_channels is None else builder(num_classes, in_channels)
 
 

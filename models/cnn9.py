@@ -4,9 +4,11 @@
     3 x [the same] 256 channels → max-pool 2 → dropout2d 0.25
     conv 3x3 (no pad) 512 → 256 → 128 channels, each BatchNorm → LeakyReLU → global average pool → linear
 
-For 28x28 (MNIST) and 32x32 (CIFAR) images alike. As in the authors' code, dropout is applied in
-evaluation too (their functional dropout2d is always in training mode); `dropout_in_eval=False`
-gives the usual behaviour.
+For 28x28 (MNIST) and 32x32 (CIFAR) images alike. Dropout, `dropout_mode`:
+- "never" (default): as the authors ran it. Their code calls `F.dropout2d(h, p)` without `training=`,
+  and in the PyTorch 0.3 it was written for that argument defaulted to False: dropout never ran.
+- "train": the usual behaviour, dropout in training only.
+- "always": their code on today's PyTorch, where `training` defaults to True: in evaluation too.
 """
 from __future__ import annotations
 
@@ -24,11 +26,16 @@ def conv_block(in_channels: int, out_channels: int, padding: int) -> nn.Sequenti
                          nn.LeakyReLU(LEAKY_SLOPE))
 
 
+DROPOUT_MODES = ("never", "train", "always")
+
+
 class CNN9(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.25,
-                 dropout_in_eval: bool = True) -> None:
+                 dropout_mode: str = "never") -> None:
         super().__init__()
-        self.dropout, self.dropout_in_eval = dropout, dropout_in_eval
+        if dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f"unknown dropout mode {dropout_mode!r}; choose one of {DROPOUT_MODES}")
+        self.dropout, self.dropout_mode = dropout, dropout_mode
         stages, channels = [], in_channels
         for widths in WIDTHS:
             blocks = []
@@ -45,7 +52,7 @@ class CNN9(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        drop = self.training or self.dropout_in_eval
+        drop = self.dropout_mode == "always" or (self.dropout_mode == "train" and self.training)
         h = F.dropout2d(F.max_pool2d(self.stage1(images), 2), self.dropout, training=drop)
         h = F.dropout2d(F.max_pool2d(self.stage2(h), 2), self.dropout, training=drop)
         h = self.head(h)

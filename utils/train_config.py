@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from data.datasets import DATASETS, Dataset, is_human_noise, noise_types_for
 from data.noise import NOISE_TYPES
 from models import MODEL_BUILDERS
+from models.cnn9 import DROPOUT_MODES
 from utils.methods import METHODS, flag_owners
 from utils.run.config import RunConfig, option, require
 
@@ -51,6 +52,9 @@ class VisionConfig(RunConfig):
     method: str = option("memomentum", describe_methods(), choices=tuple(METHODS))
     network: str = option("", f"the network: {', '.join(MODEL_BUILDERS)} (cnn9: Co-teaching's CNN); default: the "
                               "dataset's: " + ", ".join(f"{data.network} ({name})" for name, data in DATASETS.items()))
+    cnn9_dropout: str = option("never", "when the 9-layer CNN (--network cnn9) drops out: never (as its authors ran "
+                                        "it, on PyTorch 0.3), train (the usual), always (their code on today's "
+                                        "PyTorch: in evaluation too)", choices=DROPOUT_MODES)
     select: str = option("agree", "confident examples: agree = prediction equals noisy label "
                                   "(official); small_loss = per class, the same number of examples "
                                   "with the smallest cross-entropy", choices=SELECTIONS)
@@ -77,6 +81,8 @@ class VisionConfig(RunConfig):
                 f"annotators fixed the rate); leave --noise_rate out")
         require(not self.network or self.network in MODEL_BUILDERS,
                 f"unknown --network {self.network!r}; choose one of {', '.join(MODEL_BUILDERS)}")
+        require(self.network_name == "cnn9" or self.cnn9_dropout == "never",
+                f"--cnn9_dropout applies to --network cnn9 only, not to {self.network_name}")
         require(0.0 < self.data_percent <= 1.0,
                 f"--data_percent must be in (0, 1], got {self.data_percent}")
         self.refuse_other_methods_flags()

@@ -106,7 +106,8 @@ class VisionTask:
 
     def new_model(self) -> nn.Module:
         """A fresh network (initialised from torch's global generator, seeded once per run)."""
-        model = build_model(self.config.network_name, self.num_classes, self.train_images.shape[1])
+        model = build_model(self.config.network_name, self.num_classes, self.train_images.shape[1],
+                            self.config.cnn9_dropout)
         return place_network(model, self.device, self.channels_last, self.config.compile)
 
     def new_trainer(self, milestones: Sequence[int] | None) -> Trainer:

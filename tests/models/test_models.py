@@ -114,12 +114,15 @@ def test_cifar_resnets_train_on_a_batch_of_one_and_small_imagenet_resnets_would_
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
-def test_coteaching_cnn_takes_mnist_and_cifar_images_and_drops_out_in_evaluation_as_its_authors_code(size, channels):
+def test_coteaching_cnn_takes_mnist_and_cifar_images_and_drops_out_only_when_asked(size, channels):
     torch.manual_seed(0)
     images = torch.randn(4, channels, size, size)
-    model = build_model("cnn9", 10, channels).eval()
-    first, second = model(images), model(images)
-    assert first.shape == (4, 10) and not torch.equal(first, second)  # dropout2d stays on in eval
-    model.dropout_in_eval = False
-    assert torch.equal(model(images), model(images))
+    model = build_model("cnn9", 10, channels)  # as its authors ran it (PyTorch 0.3): no dropout at all
+    assert torch.equal(model.train()(images), model.train()(images)) and model.eval()(images).shape == (4, 10)
+    assert torch.equal(model.eval()(images), model.eval()(images))
+    usual = build_model("cnn9", 10, channels, cnn9_dropout="train")
+    assert not torch.equal(usual.train()(images), usual.train()(images))
+    assert torch.equal(usual.eval()(images), usual.eval()(images))
+    always = build_model("cnn9", 10, channels, cnn9_dropout="always").eval()
+    assert not torch.equal(always(images), always(images))  # their code on today's PyTorch
     assert sum(p.numel() for p in model.parameters()) > 4_000_000  # 9 conv layers of 128-512 channels
