@@ -100,3 +100,15 @@ def test_every_difference_marked_in_the_code_has_its_row_in_the_one_list():
     assert [f"{path}: {phrase}" for path, phrase in marks if not any(phrase in row for row in rows)] == []
     # README points to the one list instead of keeping a second one
     assert "where-we-differ-from-the-official-code" in (REPO / "README.md").read_text()
+
+
+def test_the_pages_link_to_each_other_instead_of_naming_them():
+    plain = re.compile(r"(?<!\]\()(?<![\w/\[])`?docs/[A-Za-z_]+\.md")
+    unlinked = []
+    for page in PAGES:
+        fenced = False
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            fenced = fenced != line.startswith("```")
+            if not fenced and not line.startswith("```") and plain.search(line):
+                unlinked.append(f"{page.name}:{number}: {line.strip()}")
+    assert unlinked == []
