@@ -20,6 +20,20 @@ TINY_DIGITS = ["--dataset", "digits", "--noise_type", "instance", "--noise_rate"
 TIMING_FIELDS = {"seconds", "wall_time_s", "elapsed_s"}
 
 
+def for_method(args: list[str], method: str) -> list[str]:
+    """`args` for main.py --method `method`, without the flags that method never reads (it refuses them)."""
+    from utils.methods import METHODS
+    unread, kept, skip = {f"--{name}" for name in METHODS[method].unread_flags}, [], False
+    for token in args:
+        if skip:
+            skip = False
+        elif token in unread:
+            skip = True
+        else:
+            kept.append(token)
+    return kept + ["--method", method]
+
+
 def run_main(args: list[str], cwd: Path, timeout: float = 300,
              extra_env: dict[str, str] | None = None, script: Path = MAIN) -> subprocess.CompletedProcess:
     """main.py (or `script`, e.g. the main.py of an earlier commit) in a fresh interpreter (one

@@ -91,12 +91,17 @@ class VisionConfig(RunConfig):
             method.check(self)
 
     def refuse_other_methods_flags(self) -> None:
-        """A flag another method adds, given with this method, would be silently ignored: refuse it."""
+        """A flag another method adds, or one this method never reads, would be silently ignored:
+        refuse it (and record nothing that did not apply)."""
         defaults = {spec.name: spec.default for spec in dataclasses.fields(self)}
+        defaults.update(self.defaults_for({"method": self.method}))
         for flag, owner in flag_owners().items():
             if owner != self.method:
                 require(getattr(self, flag) == defaults[flag],
                         f"--{flag} is a flag of --method {owner}, not of --method {self.method}")
+        for flag in METHODS[self.method].unread_flags:
+            require(getattr(self, flag) == defaults[flag],
+                    f"--{flag} has no effect with --method {self.method} (only Me-Momentum reads it); leave it out")
 
     @classmethod
     def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:

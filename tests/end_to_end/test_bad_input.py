@@ -75,7 +75,33 @@ MAIN_CASES = {
     "no examples": (["--dataset", "mnist", "--data_path", "empty_data"], "train-images-idx3-ubyte"),
     "missing data": (["--dataset", "mnist", "--data_path", "nowhere"], "pass --download"),
     "unwritable output": (["--output_dir", "/proc/forbidden/run"], "/proc/forbidden"),
+    "nan learning rate": (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    "infinite interval": (["--checkpoint_every", "inf"], "--checkpoint_every must be a finite number"),
+    "huge epoch count": (["--n_epoch", "1" + "0" * 30], "--n_epoch must be at most 1000000"),
+    "huge batch": (["--batch_size", str(2 ** 63)], "--batch_size must be at most 1000000"),
 }
+
+# Settings under which a method cannot train, and flags it never reads (no Me-Momentum-only flags here).
+METHOD_CASES = {
+    "co-teaching, one epoch": (["--method", "coteaching", "--n_epoch", "1"], "--n_epoch 1 trains nothing with Co-teaching"),
+    "co-teaching, exponent 0": (["--method", "coteaching", "--exponent", "0"], "--exponent must be positive"),
+    "co-teaching, nan exponent": (["--method", "coteaching", "--exponent", "nan"], "--exponent must be a finite number"),
+    "co-teaching, batch above the split": (["--method", "coteaching", "--batch_size", "5000"],
+                                           "--batch_size 5000 is larger than the training split (1294 examples)"),
+    "co-teaching, huge ramp": (["--method", "coteaching", "--num_gradual", str(10 ** 12)], "--num_gradual must be at most"),
+    "co-teaching, --sgd": (["--method", "coteaching", "--sgd", "plain"], "--sgd has no effect with --method coteaching"),
+    "co-teaching, --select": (["--method", "coteaching", "--select", "small_loss"], "--select has no effect"),
+    "ce, --max_inner_loop": (["--method", "ce", "--max_inner_loop", "5"], "--max_inner_loop has no effect with --method ce"),
+    "ce, --max_outer_loop": (["--method", "ce", "--max_outer_loop", "1"], "--max_outer_loop has no effect"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METHOD_CASES))
+def test_main_py_refuses_what_a_method_cannot_train_or_never_reads(tmp_path, monkeypatch, capsys, case):
+    args, message = METHOD_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    base = ["--dataset", "digits", "--n_epoch", "2", "--no_progress", "--output_dir", "run"]
+    assert_refused_leaving_all_as_it_was(lambda: main_module.main(base + args), message, capsys, tmp_path)
 
 
 @pytest.mark.parametrize("case", sorted(MAIN_CASES))

@@ -12,7 +12,7 @@ from tests.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
 from data.datasets import load_vision_data
-from tests.runs import TINY_DIGITS, comparable, read_run, run_main
+from tests.runs import TINY_DIGITS, comparable, for_method, read_run, run_main
 
 SMALL_LOOP = ["--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2", "--no_progress"]
 RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "checkpoint.pt", "latest.pt", "best.pt")
@@ -46,7 +46,7 @@ def assert_complete_run(run_dir, method):
 
 @pytest.mark.parametrize("method", ["memomentum", "ce"])
 def test_digits_end_to_end(tmp_path, method):
-    done = run_main(TINY_DIGITS + ["--method", method, "--output_dir", "run"], tmp_path)
+    done = run_main(for_method(TINY_DIGITS, method) + ["--output_dir", "run"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "configuration:" in done.stdout and "test accuracy" in done.stdout
     result, metrics = assert_complete_run(tmp_path / "run", method)

@@ -19,7 +19,7 @@ import pytest
 from tests.clothing_fixture import tiny_with_index
 from tests.end_to_end.test_bad_input import assert_one_error_line, tree_snapshot
 from tests.formats import random_vision_arrays, write_mnist
-from tests.runs import MAIN, TINY_DIGITS, run_main
+from tests.runs import MAIN, TINY_DIGITS, for_method, run_main
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2"]  # a run that ends in seconds
@@ -273,7 +273,7 @@ def test_two_runs_never_share_official_weight_files(tmp_path, monkeypatch, capsy
     one_line_exit(done, 2, "belong to the run in")
     assert tree_snapshot(tmp_path / "model") == before and not (tmp_path / "b").exists()
     # another method has names of its own, beside Me-Momentum's official ones
-    ce = TINY_DIGITS + SHORT + ["--output_dir", "c", "--method", "ce"]
+    ce = for_method(TINY_DIGITS + SHORT, "ce") + ["--output_dir", "c"]
     assert main_in_process(ce, tmp_path, monkeypatch, capsys).returncode == 0
     assert (tmp_path / "model" / "digits-instance-0.4-1-ce_best.hdf5").is_file()
 
@@ -315,7 +315,7 @@ def test_a_split_with_nothing_to_train_or_validate_on_is_refused(tmp_path, monke
     before = tree_snapshot(tmp_path)
     assert main_module.main(TINY_DIGITS + ["--data_percent", "0.0001", "--output_dir", "run"]) == 2
     assert_one_error_line(capsys.readouterr().err, "leaves none of the 1438 training examples to train on")
-    assert main_module.main(TINY_DIGITS + ["--data_percent", "1", "--method", "ce", "--output_dir", "run"]) == 2
+    assert main_module.main(for_method(TINY_DIGITS, "ce") + ["--data_percent", "1", "--output_dir", "run"]) == 2
     assert_one_error_line(capsys.readouterr().err, "for validation")
     assert tree_snapshot(tmp_path) == before
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.clothing_fixture import tiny_with_index
 from tests.reference_code import REPO, reference_tree
-from tests.runs import MAIN, TINY_DIGITS, comparable, run_main
+from tests.runs import MAIN, TINY_DIGITS, comparable, for_method, run_main
 
 # 22c56a4: the code before the run-lifecycle redesign (with the kernels it had: --sgd plain,
 # --channels_last off); 54243a0: the code before the run driver and the methods package.
@@ -43,7 +43,7 @@ def test_main_py_gives_the_numbers_of_the_code_before_the_lifecycle_redesign(tmp
 
 @pytest.mark.parametrize("method", ["memomentum", "ce"])
 def test_main_py_gives_the_numbers_of_the_code_before_the_run_driver(tmp_path, method):
-    result = same_numbers_as(BEFORE_RUN_DRIVER, TINY_DIGITS + ["--method", method], tmp_path)
+    result = same_numbers_as(BEFORE_RUN_DRIVER, for_method(TINY_DIGITS, method), tmp_path)
     assert result["test_acc"] > 0  # a run that learnt something, not two equal failures
 
 

@@ -8,12 +8,12 @@ import torch
 from torch.nn import functional as F
 
 import main as main_module
-from tests.runs import TINY_DIGITS, kill_on_call, kill_then_resume, read_run, uninterrupted
+from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, read_run, uninterrupted
 from utils.methods.coteaching import adam_plan, coteaching_losses, forget_rates
 from utils.run.config import parse_config
 from utils.train_config import TrainConfig
 
-COTEACHING = [*TINY_DIGITS, "--method", "coteaching", "--n_epoch", "6", "--num_gradual", "3",
+COTEACHING = [*for_method(TINY_DIGITS, "coteaching"), "--n_epoch", "6", "--num_gradual", "3",
               "--output_dir", "run"]
 
 

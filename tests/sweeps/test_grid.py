@@ -194,6 +194,18 @@ def test_a_flag_of_one_method_reaches_that_methods_runs_only(tmp_path: Path) -> 
         build_jobs(grid, expand_runs(grid, ["memomentum", "ce"], [1]), tmp_path, "py", extra)
 
 
+def test_a_flag_a_method_never_reads_is_left_out_of_its_runs(tmp_path: Path) -> None:
+    grid = parse_grid({"settings": [{"dataset": "digits", "noise_type": "instance", "noise_rate": 0.4,
+                                     "flags": {"max_outer_loop": 1}}]}, "g", "g")
+    extra = parse_extra(["--max_inner_loop 3 --sgd plain"])
+    jobs = {job.run.method: job.command for job in build_jobs(grid, expand_runs(grid, None, [1]), tmp_path, "py", extra)}
+    assert jobs["memomentum"][-6:] == ("--resume", "auto", "--max_inner_loop", "3", "--sgd", "plain")
+    assert "--max_outer_loop" in jobs["memomentum"]
+    assert jobs["ce"][-4:] == ("--resume", "auto", "--sgd", "plain")
+    assert jobs["coteaching"][-2:] == ("--resume", "auto")
+    assert not {"--max_outer_loop", "--max_inner_loop"} & set(jobs["ce"] + jobs["coteaching"])
+
+
 def test_clothing_command_has_no_dataset_flags(tmp_path: Path) -> None:
     grid = load_grid("clothing1m")
     (run,) = expand_runs(grid, None, [2])

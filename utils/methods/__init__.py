@@ -26,6 +26,7 @@ class Method:
     options: type | None = None                  # a frozen dataclass of its own flags (utils.run.config.option)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # its authors' defaults of main.py's flags
     check: Callable[[Any], None] | None = None   # raises UserError for main.py settings it cannot run
+    unread_flags: tuple[str, ...] = ()           # main.py flags its loop never reads: refused, not ignored
 
     def loop_class(self, clothing: bool = False) -> type:
         """The loop class that runs this method on MNIST/CIFAR (or, with `clothing`, on Clothing1M)."""
@@ -44,9 +45,11 @@ def check_memomentum(config: Any) -> None:
 METHODS: dict[str, Method] = {method.name: method for method in (
     Method("memomentum", "Me-Momentum", "utils.methods.memomentum:MeMomentum",
            "utils.methods.memomentum_clothing1m:MeMomentumClothing1M", check=check_memomentum),
-    Method("ce", "Standard (CE)", "utils.methods.ce:CrossEntropy"),
+    Method("ce", "Standard (CE)", "utils.methods.ce:CrossEntropy",
+           unread_flags=("select", "max_outer_loop", "max_inner_loop")),
     Method("coteaching", "Co-teaching", "utils.methods.coteaching:CoTeaching", options=coteaching.CoteachingOptions,
-           defaults={"n_epoch": 200, "lr": 0.001, "weight_decay": 0.0}, check=coteaching.check),
+           defaults={"n_epoch": 200, "lr": 0.001, "weight_decay": 0.0}, check=coteaching.check,
+           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd")),
 )}
 
 CLOTHING_METHODS = tuple(name for name, method in METHODS.items() if method.clothing_loop)

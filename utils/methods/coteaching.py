@@ -54,8 +54,15 @@ class CoteachingOptions:
 
 
 def check(config: Any) -> None:
+    """Settings under which Co-teaching cannot train are refused."""
     if config.forget_rate is not None and not 0.0 <= config.forget_rate < 1.0:
         raise UserError(f"--forget_rate must be in [0, 1), got {config.forget_rate}")
+    if not config.exponent > 0:
+        raise UserError(f"--exponent must be positive (the forget rate rises to forget_rate ** exponent, which "
+                        f"must stay below 1), got {config.exponent}")
+    if config.n_epoch < 2:
+        raise UserError("--n_epoch 1 trains nothing with Co-teaching (epoch 0 is the test of the untrained "
+                        "networks, as in its authors' code); use at least 2 (its default: 200)")
 
 
 def forget_rates(forget_rate: float, num_gradual: int, exponent: float, n_epoch: int) -> np.ndarray:
@@ -100,6 +107,10 @@ class CoTeaching(Loop):
         super().__init__(task, run, title)
         self.networks: list[Trainer] | None = None
         config = self.config
+        if task.num_train < config.batch_size:
+            raise UserError(f"--batch_size {config.batch_size} is larger than the training split ({task.num_train} "
+                            f"examples): Co-teaching drops the last partial batch, as its authors' code does, so "
+                            f"it would train on nothing; use a --batch_size of at most {task.num_train}")
         self.forget_rate = task.actual_noise_rate if config.human_noise else config.noise_rate
         if config.forget_rate is not None:
             self.forget_rate = config.forget_rate

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence, TypeVar
@@ -111,11 +112,20 @@ def _python_type(annotation: Any) -> type:
     return annotation
 
 
+COUNT_LIMIT = 1_000_000  # epochs, rounds, batch sizes, ...: far above any run, far below what breaks arrays
+OWN_LIMITS = frozenset({"seed", "num_threads"})  # whole-number flags checked against limits of their own
+
+
 def check_minimums(config: Any) -> None:
-    """Every flag declared with a `minimum` is at least that."""
+    """Every number is finite (no nan or inf), every whole number at most COUNT_LIMIT, and every flag
+    declared with a `minimum` is at least that."""
     for spec in dataclasses.fields(config):
         minimum = spec.metadata.get("minimum")
         value = getattr(config, spec.name)
+        if isinstance(value, float):
+            require(math.isfinite(value), f"--{spec.name} must be a finite number, got {value}")
+        elif isinstance(value, int) and not isinstance(value, bool) and spec.name not in OWN_LIMITS:
+            require(value <= COUNT_LIMIT, f"--{spec.name} must be at most {COUNT_LIMIT}, got {value}")
         if minimum is not None and value is not None:
             require(value >= minimum, f"--{spec.name} must be at least {minimum:g}, got {value}")
 

@@ -345,10 +345,12 @@ def build_command(grid: Grid, run: Run, run_dir: Path, python: str, extra: Seque
     command += ["--seed", str(run.seed)]
     # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check);
     # a flag one method adds (Co-teaching's --forget_rate) goes to that method's runs only.
+    # and a flag a method never reads (--max_inner_loop for CE) is left out of its runs, which refuse it.
     owners = flag_owners()
+    unread = set(METHODS[run.method].unread_flags) if grid.entry_point == "main.py" else set()
 
     def for_this_method(name: str) -> bool:
-        return owners.get(name, run.method) == run.method
+        return owners.get(name, run.method) == run.method and name not in unread
 
     extra_groups = [(name, tokens) for name, tokens in flag_groups(extra) if for_this_method(name)]
     overridden = {name for name, _ in extra_groups}
