@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("data", "models", "utils", "tests", "bench")
-ENTRY_POINTS = {"main", "Clothing", "Clothing1m-data", "reproduce", "plot"}
+ENTRY_POINTS = {"main", "Clothing", "Clothing1m-data", "reproduce", "plot", "evaluate"}
 PURE_LAYERS = ("data", "models")
 ALLOWED_FROM_PURE_LAYERS = {"utils.errors"}
 RUN_INFRASTRUCTURE = "utils.run"
