@@ -86,7 +86,7 @@ METHOD_CASES = {
     "co-teaching, one epoch": (["--method", "coteaching", "--n_epoch", "1"], "--n_epoch 1 trains nothing with Co-teaching"),
     "co-teaching, exponent 0": (["--method", "coteaching", "--exponent", "0"], "--exponent must be positive"),
     "co-teaching, nan exponent": (["--method", "coteaching", "--exponent", "nan"], "--exponent must be a finite number"),
-    "co-teaching, batch above the split": (["--method", "coteaching", "--batch_size", "5000"],
+    "co-teaching, batch above the split": (["--method", "coteaching", "--batch_size", "5000", "--tensorboard"],
                                            "--batch_size 5000 is larger than the training split (1294 examples)"),
     "co-teaching, huge ramp": (["--method", "coteaching", "--num_gradual", str(10 ** 12)], "--num_gradual must be at most"),
     "co-teaching, --sgd": (["--method", "coteaching", "--sgd", "plain"], "--sgd has no effect with --method coteaching"),

@@ -27,12 +27,13 @@ ROUND_TAGS = {
 
 
 class ScalarLog:
-    """Writes scalars to an event file in `log_dir` (created only with --tensorboard)."""
+    """Writes scalars to an event file in `log_dir` (only with --tensorboard). The file is made with the
+    first scalar: a run refused before its first epoch leaves nothing behind."""
 
     def __init__(self, log_dir: str | Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
-
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+        self._log_dir = str(log_dir)
+        self._writer: Any = None
+        self._closed = False
 
     def log_epoch(self, record: dict[str, Any], step: int) -> None:
         """The numeric fields of an epoch record; None (e.g. test_acc not measured) is skipped."""
@@ -46,6 +47,7 @@ class ScalarLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._closed = True
 
     def __enter__(self) -> "ScalarLog":
         return self
@@ -54,8 +56,11 @@ class ScalarLog:
         self.close()
 
     def _log(self, record: dict[str, Any], tags: dict[str, str], step: int) -> None:
-        if self._writer is None:
+        if self._closed:
             return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
+            self._writer = SummaryWriter(log_dir=self._log_dir)
         for field_name, tag in tags.items():
             value = record.get(field_name)
             if _is_number(value):
