@@ -62,6 +62,15 @@ def test_a_fixed_count_is_kept_whatever_the_load(monkeypatch):
     assert ThreadGovernor().threads == 1 and not ThreadGovernor().adaptive
 
 
+def test_omp_num_threads_above_the_usable_cpus_is_capped_there(monkeypatch):
+    from utils.run.threads import usable_cpus
+    monkeypatch.setenv("OMP_NUM_THREADS", "3000")
+    governor = ThreadGovernor()
+    assert governor.threads == len(usable_cpus()) == torch.get_num_threads() and not governor.adaptive
+    assert "OMP_NUM_THREADS=3000 capped at the usable CPUs" in governor.describe()
+    assert ThreadGovernor(fixed=3).threads == 3  # --num_threads is the user's own choice, kept
+
+
 def test_threads_left_rounds_small_background_work_away():
     assert threads_left(8, 0.0) == 8 and threads_left(8, 0.45) == 8 and threads_left(8, 0.6) == 7
     assert threads_left(2, 1.9) == 1 and threads_left(2, 5.0) == 1

@@ -73,8 +73,12 @@ class ThreadGovernor:
                  busy: Callable[[list[int]], float | None] = busy_seconds,
                  own: Callable[[], float] = own_cpu_seconds) -> None:
         self.cpus = usable_cpus()
+        self.fixed_by_flag = bool(fixed)
         self.clock, self.busy, self.own = clock, busy, own
-        self.fixed = fixed or _threads_from_environment()
+        # OMP_NUM_THREADS above the usable CPUs only oversubscribes them (3000 threads on 2 cores: a
+        # 400x slower epoch): it is capped there, as a count that stays fixed on this machine
+        self.environment = _threads_from_environment()
+        self.fixed = fixed or min(self.environment, len(self.cpus))
         self.adaptive = not self.fixed and self.busy(self.cpus) is not None
         self.threads = self.fixed or len(self.cpus)
         torch.set_num_threads(self.threads)
@@ -82,7 +86,9 @@ class ThreadGovernor:
 
     def describe(self) -> str:
         if self.fixed:
-            return f"{self.threads} (fixed)"
+            capped = not self.fixed_by_flag and self.environment > self.fixed
+            return f"{self.threads} (fixed" + (f"; OMP_NUM_THREADS={self.environment} capped at the usable CPUs)"
+                                               if capped else ")")
         if not self.adaptive:
             return f"{self.threads} (all usable CPUs; no /proc/stat to watch other work)"
         return f"{self.threads} of {len(self.cpus)} usable CPUs, fewer while other processes use them"
