@@ -1,5 +1,7 @@
 """The Me-Momentum loop's control flow (docs/method.md, "Me-Momentum") on real tiny runs, checked
 against an independent replay of the pseudocode, plus the named quirky rules."""
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -145,6 +147,44 @@ def test_each_inner_round_starts_from_the_latest_kept_weights(tmp_path, monkeypa
     for kept_so_far, weights in loop.round_starts:
         latest = loop.kept[kept_so_far - 1]
         assert all(torch.equal(weights[name], latest[name]) for name in latest)
+
+
+class CheckingMeMomentum(RecordingMeMomentum):
+    """Also records the first network's initial weights and what each inner round's optimizer holds."""
+
+    def start_warm_up(self):
+        super().start_warm_up()
+        if self.state.outer == 0:
+            self.initial = {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
+        self.optimizer_states = getattr(self, "optimizer_states", [])
+
+    def start_inner_round(self):
+        super().start_inner_round()
+        optimizer = self.trainer.optimizer
+        self.optimizer_states.append((len(optimizer.state), optimizer.param_groups[0]["lr"],
+                                      optimizer.param_groups[0]["momentum"], self.trainer.scheduler.milestones))
+
+
+def test_cifar_resnet_rounds_start_from_latest_weights_with_batchnorm_state_and_a_fresh_sgd(tmp_path, monkeypatch):
+    """The candidates of a CIFAR-only difference from the official loop (BatchNorm, the reload, the
+    optimizer after it, the initial weights), on the real ResNet-18 path."""
+    from tests.end_to_end.test_main import write_dataset
+    from models import build_model
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "files", "cifar10", 40, 8)
+    args = ["--dataset", "cifar10", "--data_path", "files", "--batch_size", "16", "--n_epoch", "2",
+            "--max_outer_loop", "1", "--max_inner_loop", "3", "--lr", "0.05", "--seed", "5", "--no_progress",
+            "--channels_last", "off", "--output_dir", "run"]
+    loop = run_loop(CheckingMeMomentum, args, monkeypatch)
+    torch.manual_seed(5)  # the official code seeds torch's generator once, then builds the network
+    official_initial = build_model("resnet18", 10).state_dict()
+    assert all(torch.equal(loop.initial[name], official_initial[name]) for name in official_initial)
+    assert len(loop.round_starts) >= 1
+    for kept_so_far, weights in loop.round_starts:
+        latest = loop.kept[kept_so_far - 1]
+        assert {name for name in latest if "running_" in name or "num_batches" in name}  # BatchNorm's state
+        assert all(torch.equal(weights[name], latest[name]) for name in latest)
+    assert loop.optimizer_states == [(0, 0.05, 0.9, Counter({40: 1, 80: 1}))] * len(loop.round_starts)
 
 
 def test_same_seed_same_results_and_other_seed_differs(tmp_path, monkeypatch):
