@@ -32,6 +32,7 @@ def prepare_files(tmp: Path) -> None:
     """What the hostile cases point at: a plain file, a folder, a finished run, broken MNIST folders."""
     (tmp / "a_file").write_text("not a folder")
     (tmp / "a_folder").mkdir()
+    (tmp / "a_link").symlink_to(tmp / "a_file")
     finished = tmp / "finished"
     finished.mkdir()
     (finished / "result.json").write_text(json.dumps({"test_acc": 50.0, "config": {"lr": 0.5}}))
@@ -67,6 +68,7 @@ MAIN_CASES = {
     "output dir below a file": (["--output_dir", "a_file/run"], "is a file, not a folder"),
     "model dir is a file": (["--model_dir", "a_file"], "--model_dir"),
     "labels export to a folder": (["--save_noisy_labels", "a_folder"], "is a folder"),
+    "labels export to a link": (["--save_noisy_labels", "a_link"], "--save_noisy_labels a_link is a link"),
     "resume from a folder": (["--resume", "a_folder"], "is a directory"),
     "resume from nothing": (["--resume", "missing.pt"], "no such checkpoint"),
     "finished with other flags": (["--output_dir", "finished", "--resume", "auto"],

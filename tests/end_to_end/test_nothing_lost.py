@@ -266,6 +266,15 @@ def test_the_index_builder_never_replaces_its_own_inputs(tmp_path, monkeypatch, 
 
 # ------------------------------------------------------------------ weight files
 
+def test_official_weight_files_no_run_of_ours_wrote_are_never_overwritten(tmp_path, monkeypatch, capsys):
+    (tmp_path / "model").mkdir()
+    theirs = tmp_path / "model" / "digits-instance-0.4-1_best.hdf5"  # as a checkout of the official code has
+    theirs.write_bytes(b"the official code's weights")
+    done = main_in_process(TINY_DIGITS + SHORT + ["--output_dir", "a"], tmp_path, monkeypatch, capsys)
+    one_line_exit(done, 2, "digits-instance-0.4-1_best.hdf5 exists and no run of this project wrote it")
+    assert theirs.read_bytes() == b"the official code's weights" and not (tmp_path / "a").exists()
+
+
 def test_two_runs_never_share_official_weight_files(tmp_path, monkeypatch, capsys):
     assert main_in_process(TINY_DIGITS + SHORT + ["--output_dir", "a"], tmp_path, monkeypatch, capsys).returncode == 0
     before = tree_snapshot(tmp_path / "model")

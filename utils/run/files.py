@@ -208,8 +208,11 @@ def check_folder(folder: str | Path, flag: str) -> None:
 
 
 def check_file_target(path: str | Path, flag: str) -> None:
-    """`path` can be written as a file: it is not a folder and its folder can be made."""
+    """`path` can be written as a file: it is not a folder or a link (an atomic write would replace the
+    link by a file), and its folder can be made."""
     path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{flag} {path} is a link; give the path of the file itself ({path.resolve()})")
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'noisy_labels.npz'}")
     check_folder(path.parent, flag)
@@ -221,6 +224,9 @@ def append_results_log(title: str, config_text: str, seed: int, test_acc: float,
     now = datetime.datetime.now().strftime("%H:%M:%S")
     append_line(log_file, f"\n{now} {config_text}")
     append_line(log_file, f"{now} {title} seed-{seed}, Best Test Acc: {test_acc}")
+
+
+OWNER_SUFFIX = ".owner.json"
 
 
 # differs from the official code: one run owns them
@@ -237,5 +243,11 @@ def claim_weight_files(owner_file: Path | None, run_dir: Path, moved_from: Path 
     if isinstance(other, str) and other != me and not continued and (Path(other) / "config.json").is_file():
         raise UserError(f"the weight files beside {owner_file} belong to the run in {other}; give this run "
                         f"its own --model_dir (or delete them)")
+    if owner is None:  # files of these names that no run of ours wrote: the official code's, another tool's
+        stem = owner_file.name[:-len(OWNER_SUFFIX)] if owner_file.name.endswith(OWNER_SUFFIX) else ""
+        foreign = sorted(owner_file.parent.glob(f"{stem}_*.hdf5" if stem else "*.hdf5"))
+        if foreign:
+            raise UserError(f"{foreign[0]} exists and no run of this project wrote it (no {owner_file.name} "
+                            f"beside it): move it away, or give this run its own --model_dir")
     if other != me:
         atomic_write_json(owner_file, {"run_dir": me})
