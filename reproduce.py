@@ -29,7 +29,7 @@ if __name__ == "__main__":  # a stop request during the imports below (torch: se
 
 from utils.errors import StopRequested, UserError, exit_code_of
 from utils.methods import METHODS
-from utils.run.config import FlagParser
+from utils.run.config import COUNT_LIMIT, FlagParser
 from utils.sweeps.grid import (
     CONTROL_CHARACTERS,
     Job,
@@ -130,8 +130,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UserError("--jobs is for runs without --gpus; with --gpus, one run goes per listed GPU")
     for name in ("jobs", "slurm_cpus_per_task", "slurm_max_parallel"):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} must be at least 1, got {value}")
+        if value is not None and not 1 <= value <= COUNT_LIMIT:
+            raise UserError(f"--{name} must be between 1 and {COUNT_LIMIT}, got {value}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file, not a sweep folder")
     return args

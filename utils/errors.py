@@ -91,6 +91,9 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
         say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as error:
+        if str(error).startswith("Symlink loop from"):  # pathlib's resolve() on Python < 3.13
+            say(f"error: {error}: a link that leads back to itself; give a real folder or file")
+            return EXIT_USER_ERROR
         if not is_out_of_memory(error):
             raise
         first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]

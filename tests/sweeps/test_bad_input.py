@@ -97,7 +97,14 @@ def summarize_a_file(tmp: Path) -> list[str]:
     return ["--summarize", str(tmp / "out")]
 
 
+def digits_sweep(*extra: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        return ["--grid", "digits", "--seeds", "1", "--out", str(tmp / "out"), *extra]
+    return setup
+
+
 REPRODUCE_CASES = {
+    "huge --jobs": (digits_sweep("--jobs", str(10 ** 11)), "--jobs must be between 1 and 1000000"),
     # grid files: any bytes, any JSON, any field type
     "grid binary garbage": (grid_file(GARBAGE), "not valid JSON"),
     "grid empty file": (grid_file(b""), "not valid JSON"),
@@ -226,6 +233,14 @@ def test_reproduce_refuses_hostile_input(tmp_path: Path, setup, message: str,
     assert reproduce.main(argv) == 2
     assert_one_error_line(capsys.readouterr().err, message)
     assert tree_digest(tmp_path) == before
+
+
+def test_a_symlink_loop_as_the_sweep_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(tmp_path / "loop1"), "--dry_run"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "a link that leads back to itself")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop1", "loop2"]
 
 
 @pytest.mark.parametrize("setup, message", PLOT_CASES.values(), ids=PLOT_CASES.keys())

@@ -77,7 +77,7 @@ class LocalLauncher:
         A stop request to the launcher (SIGTERM, SIGUSR1, Ctrl-C) is passed on to the running runs,
         which save and exit; the launcher waits for them, then raises StopRequested. Should the
         launcher itself be killed, each run still gets SIGTERM (Linux: the parent-death signal)."""
-        slots = list(self.gpus) if self.gpus else [None] * self.jobs
+        slots = list(self.gpus) if self.gpus else [None] * min(self.jobs, max(len(jobs), 1))
         for slot in slots:
             self._slots.put(slot)
         records: list[dict[str, Any] | None] = [None] * len(jobs)
