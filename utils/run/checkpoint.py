@@ -86,7 +86,30 @@ def load_compatible_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
     if differences:
         raise CheckpointError(f"cannot resume from {path}: it was made with other settings: "
                               f"{'; '.join(differences)}. Use the same flags, or another --output_dir")
+    require_header(checkpoint, path)
     return checkpoint
+
+
+# The driver's header entries (utils/run/driver.py, Run.checkpoint) and their types; the loop's own
+# entries are checked as the loop reads them.
+HEADER_TYPES = {"world_size": int, "elapsed_s": (int, float), "metrics_size": int, "rng": dict, "loop": dict}
+
+
+def require_header(checkpoint: dict[str, Any], path: Path) -> None:
+    """A header entry missing or of another type (a damaged or hand-edited file) is one line."""
+    require_format(checkpoint, path, CHECKPOINT_FORMAT)
+    for name, kind in HEADER_TYPES.items():
+        value = checkpoint.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
+            found = ("missing" if name not in checkpoint else repr(value) if isinstance(value, (int, float))
+                     else f"a {type(value).__name__}")
+            raise CheckpointError(f"checkpoint {path} is damaged: its entry {name!r} is {found}; start the run "
+                                  f"again in another --output_dir")
+    rng = checkpoint["rng"]
+    if not isinstance(rng.get("torch"), torch.Tensor) or any(
+            key.startswith(GENERATOR_PREFIX) and not isinstance(state, torch.Tensor) for key, state in rng.items()):
+        raise CheckpointError(f"checkpoint {path} is damaged: its random-generator states are not tensors; start "
+                              f"the run again in another --output_dir")
 
 
 def require_format(checkpoint: dict[str, Any], path: Path | None, expected: int) -> None:
