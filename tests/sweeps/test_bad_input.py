@@ -333,6 +333,8 @@ def test_summary_lists_run_folders_it_cannot_place(tmp_path: Path) -> None:
 def test_odd_values_in_metrics_draw_as_gaps(tmp_path: Path) -> None:
     records = [{"kind": "epoch", "outer": "x", "inner": None, "val_acc": "high", "test_acc": 10 ** 400},
                {"kind": "epoch", "outer": 0, "inner": 1, "val_acc": 50.0, "test_acc": 60.0},
+               {"kind": "epoch", "outer": 0, "inner": 1, "val_acc": -1.7e308, "test_acc": 1.7e308},  # near the limits
+               {"kind": "epoch", "outer": 0, "inner": 1, "val_acc": 5e-324, "test_acc": 55.0},
                {"kind": "round", "outer": "a", "inner": [1], "confident_size": "big", "precision": "x",
                 "recall": None, "per_class_precision": 5},
                {"kind": "round", "outer": 0, "inner": 2, "confident_size": 10, "precision": 90.0,

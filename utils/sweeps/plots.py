@@ -234,15 +234,18 @@ def plot_sweep(setting_labels: Sequence[str], bars: Mapping[str, tuple[Sequence,
     return save_figure(figure, Path(folder) / "test_accuracy")
 
 
+DRAWABLE_LIMIT = 1e15  # far beyond any accuracy, loss or set size; near the float limits matplotlib's ticks fail
+
+
 def _nan(value: Any) -> float:
-    """A finite number as a float; anything else (null, text, a huge int, inf) as NaN: a gap."""
+    """A number as a float; anything else (null, text, inf, a value too large to draw) as NaN: a gap."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return float("nan")
     try:
         number = float(value)
     except OverflowError:
         return float("nan")
-    return number if np.isfinite(number) else float("nan")
+    return number if np.isfinite(number) and abs(number) < DRAWABLE_LIMIT else float("nan")
 
 
 def _is_count(value: Any) -> bool:
