@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Callable
@@ -23,8 +24,9 @@ DIGITS = ["--dataset", "digits", "--n_epoch", "1", "--max_outer_loop", "1", "--m
 
 
 def tree_snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under `root` with a hash of its contents."""
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    """Every file and folder under `root` with a hash of its contents (a link that leads nowhere: its target)."""
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else
+            f"link to {os.readlink(path)}" if path.is_symlink() and not path.exists() else "dir"
             for path in sorted(root.rglob("*"))}
 
 
@@ -33,6 +35,8 @@ def prepare_files(tmp: Path) -> None:
     (tmp / "a_file").write_text("not a folder")
     (tmp / "a_folder").mkdir()
     (tmp / "a_link").symlink_to(tmp / "a_file")
+    (tmp / "loop1").symlink_to(tmp / "loop2")
+    (tmp / "loop2").symlink_to(tmp / "loop1")
     finished = tmp / "finished"
     finished.mkdir()
     (finished / "result.json").write_text(json.dumps({"test_acc": 50.0, "config": {"lr": 0.5}}))
@@ -197,6 +201,15 @@ CLOTHING_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
                              "is a directory"),
     "beta out of range": (lambda root, tmp: ["--data_root", str(root), "--beta", "1.5"], "--beta"),
     "zero image size": (lambda root, tmp: ["--data_root", str(root), "--image_size", "0"], "--image_size"),
+    "nan beta": (lambda root, tmp: ["--data_root", str(root), "--beta", "nan"], "--beta must be a finite number"),
+    "infinite learning rate": (lambda root, tmp: ["--data_root", str(root), "--lr", "inf"],
+                               "--lr must be a finite number"),
+    "huge epoch count": (lambda root, tmp: ["--data_root", str(root), "--n_epoch", str(10 ** 20)],
+                         "--n_epoch must be at most 1000000"),
+    "huge image size": (lambda root, tmp: ["--data_root", str(root), "--image_size", str(10 ** 12)],
+                        "--image_size must be at most 1000000"),
+    "output dir a link loop": (lambda root, tmp: ["--data_root", str(root), "--output_dir", str(tmp / "loop1")],
+                               "loop1 is a link that leads nowhere (or back to itself)"),
 }
 
 

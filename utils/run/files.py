@@ -198,6 +198,9 @@ def check_folder(folder: str | Path, flag: str) -> None:
     that exists is writable. Checked before anything is created, so a bad path leaves nothing behind."""
     folder = Path(folder)
     for part in (folder, *folder.parents):
+        if part.is_symlink() and not part.exists():
+            raise UserError(f"{flag} {folder}: {part} is a link that leads nowhere (or back to itself); choose "
+                            f"another {flag}")
         if part.exists():
             if not part.is_dir():
                 raise UserError(f"{flag} {folder}: {part} is a file, not a folder; choose another {flag}")
