@@ -51,7 +51,7 @@ from utils.sweeps.launchers import (
     submit_slurm,
     write_slurm_files,
 )
-from utils.sweeps.outcomes import run_state, set_aside_corrupt_result
+from utils.sweeps.outcomes import refuse_finished_runs_of_other_settings, run_state, set_aside_corrupt_result
 from utils.sweeps.summary import Summary, bar_chart_numbers, status_counts, summarize_sweep
 
 
@@ -152,6 +152,7 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], Path]:
     jobs = build_jobs(grid, runs, out, args.python, parse_extra(args.extra))
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
+        refuse_finished_runs_of_other_settings(jobs)
         write_sweep_record(out, grid, runs)
         repair_corrupt_results(jobs)
     return jobs, out

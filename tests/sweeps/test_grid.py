@@ -315,3 +315,16 @@ def test_local_sweep_digits_end_to_end(tmp_path: Path) -> None:
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.count("finished already, skipped") == 4
     assert {n: json.loads((out / n / "result.json").read_text()) for n in names} == results
+    # Other flags for the same runs: refused, naming the difference, instead of tabling the old results.
+    record = (out / "sweep.json").read_bytes()
+    other_flags = [*argv[:-3], "--extra", "--n_epoch 3 --max_outer_loop 1 --max_inner_loop 2 --no_progress", "--no_plots"]
+    refused = subprocess.run(other_flags, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "finished with other settings" in refused.stderr
+    assert "--n_epoch (saved 2, given 3)" in refused.stderr and (out / "sweep.json").read_bytes() == record
+    # Another grid (here the same file under another name) would replace sweep.json: refused.
+    copy = tmp_path / "my_digits.json"
+    copy.write_text((REPO / "configs" / "digits.json").read_text())
+    renamed = [*argv[:2], "--grid", str(copy), *argv[4:]]
+    refused = subprocess.run(renamed, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "records a sweep of grid 'digits'" in refused.stderr
+    assert (out / "sweep.json").read_bytes() == record

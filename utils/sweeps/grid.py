@@ -446,9 +446,13 @@ def write_sweep_record(out: Path, grid: Grid, runs: Sequence[Run]) -> Path:
     """
     path = Path(out) / SWEEP_FILE
     previous = read_sweep_record(out)
+    if previous and previous["grid"].get("name") != grid.name:
+        raise UserError(f"{path} records a sweep of grid {previous['grid'].get('name')!r}; a sweep of grid "
+                        f"{grid.name!r} would replace it and drop its runs from the tables: use the same --grid, "
+                        f"or another --out")
     settings: dict[str, dict] = {}
     entries: dict[str, dict] = {}
-    if previous and previous["grid"].get("name") == grid.name:
+    if previous:
         settings = {s.key: s.to_dict() for s in settings_from_record(previous)}
         entries = {r["name"]: r for r in previous["runs"]}
     settings.update({s.key: s.to_dict() for s in grid.settings})

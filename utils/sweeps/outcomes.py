@@ -7,10 +7,11 @@ belongs is *corrupt*: the tables report it as such and the next sweep sets it as
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from utils.errors import UserError
 from utils.run.files import RunFiles
@@ -205,3 +206,27 @@ def _short(value: Any) -> str:
 def _relative(message: str, run_dir: Path) -> str:
     """A RunFiles message without the run folder's path (the note names the run already)."""
     return message.replace(f"{run_dir}/", "")
+
+
+def refuse_finished_runs_of_other_settings(jobs: Sequence[Any]) -> None:
+    """A finished run is skipped by a sweep; when it ran with other settings than the sweep's command
+    now gives it (other --extra flags, an edited grid), skipping would table the old flags' result
+    as the new one's: refuse, naming the run and the differences."""
+    from utils.clothing_config import ClothingConfig
+    from utils.run.checkpoint import config_differences
+    from utils.run.config import parse_config
+    from utils.train_config import TrainConfig
+
+    for job in jobs:
+        if run_state(job.run_dir) != "finished":
+            continue
+        try:
+            saved = json.loads(RunFiles(job.run_dir).config.read_text())
+        except (OSError, ValueError):
+            continue  # a result without its config.json: nothing to compare; the table notes the run
+        config_class = ClothingConfig if job.command[1].endswith("Clothing.py") else TrainConfig
+        differences = config_differences(saved, parse_config(config_class, list(job.command[2:]), ""))
+        if differences:
+            raise UserError(f"{job.name} finished with other settings than this sweep now gives it "
+                            f"({'; '.join(differences)}): its result would be tabled as this command's; run with "
+                            f"the flags it ran with, or give this sweep another --out")
