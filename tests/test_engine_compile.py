@@ -74,3 +74,17 @@ class ReusedOutput(torch.nn.Module):
 def test_predict_logits_keeps_each_batch_when_the_network_reuses_its_output():
     logits = predict_logits(ReusedOutput(), [torch.full((2, 3), 1.0), torch.full((2, 3), 2.0)])
     assert logits[:2].eq(1.0).all() and logits[2:].eq(2.0).all()
+
+
+def test_a_failing_compiler_is_one_line_and_the_run_continues_without_compile(tmp_path):
+    from tests.runs import run_main
+    args = ["--dataset", "digits", "--n_epoch", "1", "--max_outer_loop", "1", "--max_inner_loop", "2",
+            "--no_progress", "--num_threads", "1", "--output_dir", "run"]
+    env = {"CXX": "/nonexistent/c++", "CC": "/nonexistent/cc"}  # no working C++ compiler for inductor
+    done = run_main(args + ["--compile"], tmp_path, extra_env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: torch.compile failed (") and "Traceback" not in done.stderr
+    assert "run without --compile" in lines[0]
+    again = run_main(args + ["--resume", "auto"], tmp_path)
+    assert again.returncode == 0, again.stderr

@@ -94,6 +94,11 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
         if str(error).startswith("Symlink loop from"):  # pathlib's resolve() on Python < 3.13
             say(f"error: {error}: a link that leads back to itself; give a real folder or file")
             return EXIT_USER_ERROR
+        if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):  # --compile
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            say(f"error: torch.compile failed ({first_line}); run without --compile (the run folder "
+                f"continues with --resume auto)")
+            return EXIT_USER_ERROR
         if not is_out_of_memory(error):
             raise
         first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]

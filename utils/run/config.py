@@ -181,7 +181,7 @@ class RunConfig:
     # (where they change the last bits of sums, as another machine would: docs/options.md).
     RESUME_NEUTRAL_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "resume", "output_dir", "model_dir", "no_progress", "eval_batch_size", "num_threads",
-        "checkpoint_every", "save_rounds", "tensorboard",
+        "checkpoint_every", "save_rounds", "tensorboard", "compile",
     })
 
     def __post_init__(self) -> None:
