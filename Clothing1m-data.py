@@ -28,7 +28,7 @@ from data.clothing_index import (ANNOTATIONS, INDEX_FILE_NAME, NUM_CLASSES, SPLI
                                  index_to_bytes, missing_images, read_all_splits, shared_images_report,
                                  unlabelled_report)
 from utils.run.atomic import atomic_write_bytes, atomic_write_text
-from utils.run.config import format_config, option, parse_config, require
+from utils.run.config import check_minimums, format_config, option, parse_config, require
 from utils.errors import DatasetError, UserError, exit_code_of
 from utils.run.files import check_file_target
 from utils.run.progress import progress_enabled
@@ -53,7 +53,9 @@ class IndexConfig:
     no_progress: bool = option(False, "no progress bar even on a terminal")
 
     def __post_init__(self) -> None:
+        check_minimums(self)
         require(self.num_classes >= 1, f"--num_classes must be at least 1, got {self.num_classes}")
+        require(self.num_workers >= -1, f"--num_workers must be -1 (from the CPU count) or more, got {self.num_workers}")
 
     @property
     def index_path(self) -> Path:
@@ -65,8 +67,8 @@ def report_unlabelled(splits: dict, drop: bool) -> None:
     if not report:
         return
     if not drop:
-        raise DatasetError("keys without a label (the official builder would silently misalign the "
-                           f"labels):\n{report}\npass --drop_unlabelled to drop them together with "
+        raise DatasetError("keys without a label (the official builder prints '<key> dose not exists in "
+                           f"kvs...' and drops the label only, misaligning every later label):\n{report}\npass --drop_unlabelled to drop them together with "
                            "their labels, or fix the annotation files")
     dropped = sum(len(split.unlabelled) for split in splits.values())
     print(f"dropped {dropped} key(s) without a label (key and label together):\n{report}")

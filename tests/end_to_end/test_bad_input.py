@@ -232,6 +232,13 @@ INDEX_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "unlabelled keys": (lambda root, tmp: ["--data_root", str(root), "--output", str(tmp / "index.npy")],
                         "--drop_unlabelled"),
     "no classes": (lambda root, tmp: ["--data_root", str(root), "--num_classes", "0"], "--num_classes"),
+    "huge class count": (lambda root, tmp: ["--data_root", str(root), "--num_classes", str(10 ** 30)],
+                         "--num_classes must be at most 1000000"),
+    "negative workers": (lambda root, tmp: ["--data_root", str(root), "--num_workers", "-5"], "--num_workers must be -1"),
+    "huge workers": (lambda root, tmp: ["--data_root", str(root), "--num_workers", str(10 ** 12)],
+                     "--num_workers must be at most 1000000"),
+    "output a link": (lambda root, tmp: ["--data_root", str(root), "--output", str(tmp / "a_link")], "is a link"),
+    "data root a link loop": (lambda root, tmp: ["--data_root", str(tmp / "loop1")], "loop1"),
 }
 
 
