@@ -3,6 +3,7 @@ of ours they name exists, and the documented SLURM job script behaves as documen
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ OTHER_PROGRAMS = {"--index-url", "--standalone", "--nproc_per_node", "--nnodes",
                   "--cpus-per-task", "--time", "--requeue", "--signal", "--output", "--gres", "--ntasks",
                   "--array", "--open-mode", "--test-only", "--account", "--partition", "--mem",
                   "--logdir",            # tensorboard
-                  "--repeats", "--runs",  # the benchmarks
+                  "--repeats", "--runs", "--official", "--reuse",  # the benchmarks
                   "--noise_r"}           # shown as an abbreviation that is refused
 OUR_PATH = re.compile(r"(?<![\w./-])((?:utils|tests|docs|bench|configs|models|data)/[\w/.-]+\.(?:py|md|json|sh)"
                       r"|(?:main|Clothing|Clothing1m-data|reproduce|plot)\.py|LICENSE|CITATION\.cff)")
@@ -112,3 +113,23 @@ def test_the_pages_link_to_each_other_instead_of_naming_them():
             if not fenced and not line.startswith("```") and plain.search(line):
                 unlinked.append(f"{page.name}:{number}: {line.strip()}")
     assert unlinked == []
+
+
+def test_every_figure_of_the_comparisons_with_the_official_code_is_in_results():
+    """docs/results.md's tables against the official code: each figure is read again from the files
+    under results/ (the official log's printed line, our result.json)."""
+    section = (REPO / "docs" / "results.md").read_text().split("## Against the official code on real CIFAR-10", 1)[1]
+    checked = 0
+    for folder, table in re.findall(r"`(results/[\w.-]+)/`[^|]*?\n\n(\| seed \| official \| ours .*?)\n\n", section, re.S):
+        for row in table.splitlines()[2:]:
+            cells = [cell.strip() for cell in row.strip("|").split("|")]
+            if not cells[0].isdigit():
+                continue
+            seed = cells[0]
+            printed = re.findall(r"Test acc\s+([0-9.]+)", (REPO / folder / f"official-seed{seed}.log").read_text())
+            result = json.loads((REPO / folder / f"ours-seed{seed}" / "result.json").read_text())
+            assert cells[1] == f"{float(printed[-1]):.2f}", (folder, row)
+            assert cells[2] == f"{result['test_acc_official']:.2f}", (folder, row)
+            assert cells[4] == f"{result['test_acc_last']:.2f}", (folder, row)
+            checked += 1
+    assert checked >= 8  # CIFAR-10 and MNIST, four seeds each at least
