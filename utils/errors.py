@@ -91,21 +91,12 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
         say("interrupted (Ctrl-C): the last checkpoint written is kept; continue with --resume auto")
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as error:
-        if str(error).startswith("Symlink loop from"):  # pathlib's resolve() on Python < 3.13
-            say(f"error: {error}: a link that leads back to itself; give a real folder or file")
-            return EXIT_USER_ERROR
-        if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):  # --compile
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            say(f"error: torch.compile failed ({first_line}); run without --compile (the run folder "
-                f"continues with --resume auto)")
-            return EXIT_USER_ERROR
-        if not is_out_of_memory(error):
-            raise
-        first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]
-        say(f"error: out of memory ({first_line}): use a smaller "
-            f"--batch_size or --eval_batch_size, --amp, or fewer runs on this device; the last checkpoint is "
-            f"kept (--resume auto continues)")
-        return EXIT_OUT_OF_MEMORY
+        known = foreseen_runtime_error(error)
+        if known is None:
+            raise  # a bug or a failure nobody foresaw: Python's traceback, exit 1
+        line, code = known
+        say(line)
+        return code
     except OSError as error:
         if error.filename:
             say(f"error: cannot read or write {error.filename}: {error.strerror or error} (check the path, its "
@@ -114,6 +105,20 @@ def exit_code_of(body: Callable[[], int], is_main: Callable[[], bool] = lambda: 
             say(f"error: the operating system refused: {error.strerror or error} (nothing written before was "
                 f"lost; run again once the cause is gone)")
         return EXIT_USER_ERROR
+
+
+def foreseen_runtime_error(error: BaseException) -> tuple[str, int] | None:
+    """The one line and exit code of a RuntimeError or MemoryError we know the cause of, else None."""
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if first_line.startswith("Symlink loop from"):  # pathlib's resolve() on Python < 3.13
+        return f"error: {first_line}: a link that leads back to itself; give a real folder or file", EXIT_USER_ERROR
+    if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):  # --compile
+        return (f"error: torch.compile failed ({first_line}); run without --compile (the run folder continues "
+                f"with --resume auto)", EXIT_USER_ERROR)
+    if is_out_of_memory(error):
+        return (f"error: out of memory ({first_line}): use a smaller --batch_size or --eval_batch_size, --amp, or "
+                f"fewer runs on this device; the last checkpoint is kept (--resume auto continues)", EXIT_OUT_OF_MEMORY)
+    return None
 
 
 def is_out_of_memory(error: BaseException) -> bool:
