@@ -28,7 +28,7 @@ from data.clothing_index import (ANNOTATIONS, INDEX_FILE_NAME, NUM_CLASSES, SPLI
                                  index_to_bytes, missing_images, read_all_splits, shared_images_report,
                                  unlabelled_report)
 from utils.run.atomic import atomic_write_bytes, atomic_write_text
-from utils.run.config import check_minimums, format_config, option, parse_config, require
+from utils.run.config import check_ranges, format_config, option, parse_config, require
 from utils.errors import DatasetError, UserError, exit_code_of
 from utils.run.files import check_file_target
 from utils.run.progress import progress_enabled
@@ -53,7 +53,7 @@ class IndexConfig:
     no_progress: bool = option(False, "no progress bar even on a terminal")
 
     def __post_init__(self) -> None:
-        check_minimums(self)
+        check_ranges(self)
         require(self.num_classes >= 1, f"--num_classes must be at least 1, got {self.num_classes}")
         require(self.num_workers >= -1, f"--num_workers must be -1 (from the CPU count) or more, got {self.num_workers}")
 

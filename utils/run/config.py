@@ -116,7 +116,7 @@ COUNT_LIMIT = 1_000_000  # epochs, rounds, batch sizes, ...: far above any run, 
 OWN_LIMITS = frozenset({"seed", "num_threads"})  # whole-number flags checked against limits of their own
 
 
-def check_minimums(config: Any) -> None:
+def check_ranges(config: Any) -> None:
     """Every number is finite (no nan or inf), every whole number at most COUNT_LIMIT, and every flag
     declared with a `minimum` is at least that."""
     for spec in dataclasses.fields(config):
@@ -185,7 +185,7 @@ class RunConfig:
     })
 
     def __post_init__(self) -> None:
-        check_minimums(self)
+        check_ranges(self)
         require(0 <= self.seed < SEED_LIMIT, f"--seed must be in [0, 2**32), got {self.seed}")
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")

@@ -212,6 +212,7 @@ def refuse_finished_runs_of_other_settings(jobs: Sequence[Any]) -> None:
     """A finished run is skipped by a sweep; when it ran with other settings than the sweep's command
     now gives it (other --extra flags, an edited grid), skipping would table the old flags' result
     as the new one's: refuse, naming the run and the differences."""
+    # imported here: only a sweep with finished runs needs the entry points' configurations (and torch)
     from utils.clothing_config import ClothingConfig
     from utils.run.checkpoint import config_differences
     from utils.run.config import parse_config
