@@ -60,7 +60,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def comparable(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     result, metrics = read_run(run_dir)
-    for key in ("config", "git_commit", "device", "versions"):
+    for key in ("config", "git_commit", "git_dirty", "device", "versions"):
         result.pop(key, None)
     return without_timing(result), without_timing(metrics)
 

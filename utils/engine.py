@@ -199,34 +199,78 @@ class EpochStats:
     def accuracy(self) -> float:
         return 100.0 * self.correct / max(self.count, 1)
 
+    @classmethod
+    def of(cls, sums: dict[str, float]) -> "EpochStats":
+        """From run_steps' sums (an epoch without batches: zeros)."""
+        return cls(sums.get("loss", 0.0), int(sums.get("correct", 0)), int(sums.get("count", 0)))
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
-                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+
+# A training step: called with one batch's items (images, labels, their positions, ...), it trains
+# (forward, loss, backward, the optimizers' steps) and returns what the epoch sums: tensors on the
+# device or ints. "loss" (summed over the examples) and "count" (examples) are what every step returns.
+Step = Callable[..., dict[str, "torch.Tensor | int"]]
+
+
+def run_steps(batches: Iterable[tuple], step: Step, networks: Sequence[nn.Module],
+              should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """One pass of `step` over `batches` with `networks` in training mode: the per-batch mechanics
+    every method shares. The step's figures are summed on the device and read once at the end; a
+    stop request is honoured after any batch (StopRequested)."""
+    for network in networks:
+        network.train()
+    totals: dict[str, Any] = {}
+    for batch in batches:
+        for key, value in step(*batch).items():
+            totals[key] = totals[key] + value if key in totals else value
+        if should_stop is not None and should_stop():
+            raise StopRequested
+    return read_totals(totals)
+
+
+def read_totals(totals: dict[str, Any]) -> dict[str, float]:
+    """The sums as Python numbers, with one transfer from the device for all of them."""
+    tensors = [key for key, value in totals.items() if isinstance(value, torch.Tensor)]
+    read = dict(totals)
+    if tensors:
+        values = torch.stack([totals[key].detach().double().reshape(()) for key in tensors]).tolist()
+        read.update(zip(tensors, values))
+    return read
+
+
+def train_forward(model: nn.Module, images: torch.Tensor, amp: bool = False) -> torch.Tensor:
+    """The training forward pass under autocast when `amp`: float32 logits."""
+    device = images.device
+    with autocast(device, amp):
+        return forward(model, images).float()
+
+
+def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    amp: bool = False, should_stop: Callable[[], bool] | None = None) -> EpochStats:
-    """One pass of SGD over `batches`. Loss and accuracy are summed on the device and read once."""
+                    amp: bool = False) -> Step:
+    """The step of one network trained on its batch's labels with `loss_fn` (default: cross-entropy)."""
     loss_fn = loss_fn or nn.functional.cross_entropy
-    model.train()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
     optimizer.zero_grad(set_to_none=True)
-    for images, labels in batches:
-        with autocast(device, amp):
-            logits = forward(model, images)
-            loss = loss_fn(logits.float(), labels)
+
+    def step(images: torch.Tensor, labels: torch.Tensor, *rest: Any) -> dict[str, Any]:
+        logits = train_forward(model, images, amp)
+        loss = loss_fn(logits, labels)
         loss.backward()
         optimizer.step()
         # Clearing the gradients right after the step, not before the next backward, is the same
         # thing and costs less: they are still in the cache (a few % of a LeNet step on a CPU).
         optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach().double() * labels.numel()
-        correct += (logits.detach().argmax(1) == labels).sum()
-        count += labels.numel()
-        if should_stop is not None and should_stop():
-            raise StopRequested
-    return EpochStats(float(loss_sum), int(correct), count)
+        return {"loss": loss.detach().double() * labels.numel(), "correct": (logits.detach().argmax(1) == labels).sum(),
+                "count": labels.numel()}
+
+    return step
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    amp: bool = False, should_stop: Callable[[], bool] | None = None) -> EpochStats:
+    """One pass of SGD over `batches` (supervised_step through run_steps)."""
+    return EpochStats.of(run_steps(batches, supervised_step(model, optimizer, loss_fn, amp), [model], should_stop))
 
 
 def forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,7 @@ from torch import nn
 from data.device_pipeline import DevicePipeline, images_to_device
 from data.noisy_dataset import NoisyDataset, build_noisy_dataset, noisy_labels_npz, same_npz_arrays
 from models import build_model, takes_images
-from utils.engine import (EpochStats, Trainer, images_only, place_network, predict_logits, sgd_trainer,
-                          train_one_epoch, uses_channels_last)
+from utils.engine import Trainer, images_only, place_network, predict_logits, sgd_trainer, uses_channels_last
 from utils.errors import UserError
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
@@ -138,13 +137,6 @@ class VisionTask:
 
     def restore_generators(self, states: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(states["pipeline"])
-
-    def train_epoch(self, trainer: Trainer, subset: torch.Tensor | None, description: str,
-                    should_stop: Callable[[], bool] | None = None) -> EpochStats:
-        """One shuffled, augmented pass over the training examples at positions `subset` (None: all)."""
-        batches = ((images, labels) for images, labels, _ in self.training_batches(subset, description))
-        return train_one_epoch(trainer.model, trainer.optimizer, batches, self.training_loss, amp=self.config.amp,
-                               should_stop=should_stop)
 
     def training_batches(self, subset: torch.Tensor | None, description: str,
                          drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

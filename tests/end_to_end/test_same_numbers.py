@@ -18,6 +18,8 @@ from tests.runs import MAIN, TINY_DIGITS, comparable, for_method, run_main
 # --channels_last off); 54243a0: the code before the run driver and the methods package.
 BEFORE_LIFECYCLE_REDESIGN = "22c56a4"
 BEFORE_RUN_DRIVER = "54243a0"
+# a0495f9: the code before the one training step (utils/engine.py, run_steps) and the task interface.
+BEFORE_STEP_INTERFACE = "a0495f9"
 
 
 def same_numbers_as(commit, args, tmp_path):
@@ -45,6 +47,15 @@ def test_main_py_gives_the_numbers_of_the_code_before_the_lifecycle_redesign(tmp
 def test_main_py_gives_the_numbers_of_the_code_before_the_run_driver(tmp_path, method):
     result = same_numbers_as(BEFORE_RUN_DRIVER, for_method(TINY_DIGITS, method), tmp_path)
     assert result["test_acc"] > 0  # a run that learnt something, not two equal failures
+
+
+@pytest.mark.parametrize("method", ["memomentum", "ce", "coteaching"])
+def test_main_py_gives_the_numbers_of_the_code_before_the_step_interface(tmp_path, method):
+    args = for_method(TINY_DIGITS, method)
+    if method == "coteaching":
+        args += ["--n_epoch", "5", "--num_gradual", "2", "--num_iter_per_epoch", "3", "--batch_size", "64"]
+    result = same_numbers_as(BEFORE_STEP_INTERFACE, args, tmp_path)
+    assert result["test_acc"] > 0
 
 
 def test_clothing_py_gives_the_numbers_of_the_code_before_the_run_driver(tmp_path):

@@ -19,6 +19,7 @@ examples ("pure ratio").
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,8 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from utils.engine import Trainer, autocast, forward
-from utils.errors import StopRequested, UserError
+from utils.engine import Step, Trainer, train_forward
+from utils.errors import UserError
 from utils.metrics import TestAccuracy, accuracy
 from utils.run.config import option
 from utils.run.loop import Loop, LoopState
@@ -143,48 +144,49 @@ class CoTeaching(Loop):
             for group in network.optimizer.param_groups:
                 group["lr"], group["betas"] = self.lrs[t], (self.beta1s[t], BETA2)
         totals = self.train_batches(t)
-        self.require_finite(totals["loss"], "coteaching")
         val_acc = task.validate(f.model)
         s.count_epoch()
         tests = self.test_both()
-        batches = max(totals["batches"], 1)
+        batches, count = max(totals.get("batches", 0), 1), max(totals.get("count", 0), 1)
+        train_accs = [100.0 * totals.get(key, 0.0) / count for key in ("correct_f", "correct_g")]
         record = self.epoch_record(
-            "coteaching", totals["loss"], 100.0 * totals["correct_f"] / max(totals["count"], 1), val_acc,
-            self.lrs[t], totals["count"], started, forget_rate=float(self.rates[t]),
-            train_acc_networks=[round(100.0 * totals[k] / max(totals["count"], 1), 4) for k in ("correct_f", "correct_g")],
+            "coteaching", totals["loss"], train_accs[0], val_acc, self.lrs[t], totals.get("count", 0), started,
+            forget_rate=float(self.rates[t]), train_acc_networks=[round(acc, 4) for acc in train_accs],
             test_acc_networks=[tests[0].exact, tests[1].exact],
-            pure_ratio=[round(totals[k] / batches, 4) for k in ("pure_f", "pure_g")])
+            pure_ratio=[round(totals.get(key, 0.0) / batches, 4) for key in ("pure_f", "pure_g")])
         record["test_acc"] = self.keep_best_and_test(val_acc, f.model, tests[0])
         self.end_epoch(record)
 
     def train_batches(self, t: int) -> dict[str, float]:
-        """One epoch of co-teaching steps; sums over its batches (kept on the device, read once)."""
+        """One epoch of co-teaching steps (full batches only, cut as the authors' code cuts them); its sums."""
         task, (f, g), config = self.task, self.networks, self.config
-        f.model.train(), g.model.train()
-        sums = torch.zeros(5, dtype=torch.float64, device=task.device)  # loss, correct f, g, pure f, g
-        count = batches_done = 0
-        for i, (images, labels, positions) in enumerate(task.training_batches(None, f"coteaching e{t}",
-                                                                             drop_last=True)):
-            if config.num_iter_per_epoch and i > config.num_iter_per_epoch:  # the authors' cut: 401 batches
-                break
-            with autocast(task.device, config.amp):
-                logits_f, logits_g = forward(f.model, images).float(), forward(g.model, images).float()
-            loss_f, loss_g, kept_by_f, kept_by_g = coteaching_losses(logits_f, logits_g, labels, self.rates[t])
+        batches = task.training_batches(None, f"coteaching e{t}", drop_last=True)
+        if config.num_iter_per_epoch:  # the authors' cut: batches 0 .. num_iter_per_epoch (401)
+            batches = itertools.islice(batches, config.num_iter_per_epoch + 1)
+        sums = self.train_steps(batches, self.step(float(self.rates[t])), [f.model, g.model], "coteaching")
+        count = int(sums.get("count", 0))
+        sums["loss"] = sums.get("loss", 0.0) / max(count, 1)
+        return sums
+
+    def step(self, forget_rate: float) -> Step:
+        """Both networks forward the batch; each trains on the examples its peer finds easiest."""
+        (f, g), amp = self.networks, self.config.amp
+
+        def step(images: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> dict[str, Any]:
+            logits_f, logits_g = train_forward(f.model, images, amp), train_forward(g.model, images, amp)
+            loss_f, loss_g, kept_by_f, kept_by_g = coteaching_losses(logits_f, logits_g, labels, forget_rate)
             for network, loss in ((f, loss_f), (g, loss_g)):
                 network.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 network.optimizer.step()
             clean = self.label_is_clean.index_select(0, positions).double()
-            sums += torch.stack([loss_f.detach().double() * len(labels),
-                                 (logits_f.detach().argmax(1) == labels).sum().double(),
-                                 (logits_g.detach().argmax(1) == labels).sum().double(),
-                                 100.0 * clean[kept_by_f].mean(), 100.0 * clean[kept_by_g].mean()])
-            count, batches_done = count + len(labels), batches_done + 1
-            if self.run.should_stop():
-                raise StopRequested
-        loss, correct_f, correct_g, pure_f, pure_g = sums.tolist()
-        return {"loss": loss / max(count, 1), "correct_f": correct_f, "correct_g": correct_g, "count": count,
-                "pure_f": pure_f, "pure_g": pure_g, "batches": batches_done}
+            return {"loss": loss_f.detach().double() * len(labels),
+                    "correct_f": (logits_f.detach().argmax(1) == labels).sum().double(),
+                    "correct_g": (logits_g.detach().argmax(1) == labels).sum().double(),
+                    "pure_f": 100.0 * clean[kept_by_f].mean(), "pure_g": 100.0 * clean[kept_by_g].mean(),
+                    "count": len(labels), "batches": 1}
+
+        return step
 
     def test_both(self) -> list[TestAccuracy]:
         tests = [self.test(network.model) for network in self.networks]

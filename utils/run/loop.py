@@ -20,13 +20,13 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from utils.engine import Trainer
+from utils.engine import EpochStats, Step, Trainer, run_steps, supervised_step
 from utils.errors import NonFiniteLoss
 from utils.run.lifecycle import cpu_copy
 from utils.metrics import TestAccuracy
@@ -130,13 +130,21 @@ class Loop:
         s = self.state
         started = time.time()
         lr = trainer.lr
-        stats = self.task.train_epoch(trainer, subset, f"{phase} o{s.outer} r{s.inner} e{s.epoch + 1}",
-                                      self.run.should_stop)
-        self.require_finite(stats.loss, phase)
+        batches = self.task.training_batches(subset, f"{phase} o{s.outer} r{s.inner} e{s.epoch + 1}")
+        step = supervised_step(trainer.model, trainer.optimizer, self.task.training_loss, self.config.amp)
+        stats = EpochStats.of(self.train_steps(batches, step, [trainer.model], phase))
         val_acc = self.task.validate(trainer.model)
         trainer.step_schedule()
         s.count_epoch()
         return val_acc, self.epoch_record(phase, stats.loss, stats.accuracy, val_acc, lr, stats.count, started)
+
+    def train_steps(self, batches: Iterable[tuple], step: Step, networks: Sequence[nn.Module],
+                    phase: str) -> dict[str, float]:
+        """One pass of the method's `step` over `batches` (the engine's run_steps: training mode, the
+        sums, stop requests), refused when its loss is not finite; returns the step's sums."""
+        sums = run_steps(batches, step, networks, self.run.should_stop)
+        self.require_finite(sums.get("loss", 0.0), phase)
+        return sums
 
     def end_epoch(self, record: dict[str, Any],
                   after_checkpoint: Callable[[], None] | None = None) -> None:
