@@ -431,8 +431,8 @@ class TimedCheckpointer(Checkpointer):
         super().__init__(*args, **kwargs)
         self.timing = clock
 
-    def save_soon(self, state, live=(), on_write=None) -> bool:
-        return self.timing.timed("checkpoint + weight files", super().save_soon, state, live, on_write)
+    def save_soon(self, state, on_write=None) -> bool:
+        return self.timing.timed("checkpoint + weight files", super().save_soon, state, on_write)
 
     def write_now(self, state) -> None:
         self.timing.timed("checkpoint + weight files", super().write_now, state)

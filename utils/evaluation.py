@@ -51,7 +51,8 @@ def saved_weights(run_dir: Path, which: str) -> dict[str, torch.Tensor]:
     """best.pt, the last epoch's network from checkpoint.pt, or any weight file of ours (a path)."""
     files = RunFiles(run_dir)
     if which == "last":
-        state = load_checkpoint(files.checkpoint)
+        saved = load_checkpoint(files.checkpoint)
+        state = saved.get("method") if isinstance(saved.get("method"), dict) else saved  # format 4, or 3
         if isinstance(state.get("model"), dict):
             return state["model"]
         networks = state.get("networks")

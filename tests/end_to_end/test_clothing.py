@@ -94,7 +94,7 @@ def test_clothing_py_end_to_end_writes_every_output(finished_run, tiny):
     assert result["test_acc"] == best_epoch["test_acc"]
     assert len(result["rounds"]) == 3
     state = load_checkpoint(run_dir / "checkpoint.pt")  # weights_only loadable
-    assert state["loop"]["outer"] == 2
+    assert state["position"]["outer"] == 2
     best = torch.load(run_dir / "best.pt", weights_only=True)
     assert best["fc.weight"].shape == (14, 512)
     assert Path(result["best_model_name"]).is_file()  # kept although no class needs it any more

@@ -76,7 +76,7 @@ def kill_once_epochs_are_unsaved(patch, run_dir, steps=2):
     def step(self, *args, **kwargs):
         checkpoint = run_dir / "checkpoint.pt"
         if checkpoint.exists():
-            saved_size = torch.load(checkpoint, weights_only=True)["metrics_size"]
+            saved_size = torch.load(checkpoint, weights_only=True)["header"]["metrics_size"]
             if saved_size < (run_dir / "metrics.jsonl").stat().st_size:
                 unsaved_steps["n"] += 1
                 if unsaved_steps["n"] > steps:
@@ -106,8 +106,8 @@ def test_interval_checkpoints_resume_bit_identically(tmp_path, monkeypatch, poin
             main_module.main(args)
     saved = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
     lines = (folder / "run" / "metrics.jsonl").read_text().count("\n")
-    assert saved["metrics_size"] < (folder / "run" / "metrics.jsonl").stat().st_size  # epochs to repeat
-    assert 1 <= saved["loop"]["epochs_run"] < lines
+    assert saved["header"]["metrics_size"] < (folder / "run" / "metrics.jsonl").stat().st_size  # epochs to repeat
+    assert 1 <= saved["position"]["epochs_run"] < lines
     assert main_module.main(args + ["--resume", "auto"]) == 0
     assert comparable(folder / "run") == reference
 
@@ -161,14 +161,17 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 
 DAMAGED_CHECKPOINTS = {
-    "loop state with an unknown field": (lambda saved: saved["loop"].update(no_such_field=1),
+    "loop state with an unknown field": (lambda saved: saved["position"].update(no_such_field=1),
                                          "does not hold the state of this run's loop"),
-    "rng missing": (lambda saved: saved.pop("rng"), "is damaged: its entry 'rng' is missing"),
-    "rng a number": (lambda saved: saved.update(rng=5), "is damaged: its entry 'rng' is 5"),
-    "generator state not a tensor": (lambda saved: saved["rng"].update(torch=1), "states are not tensors"),
-    "metrics size a string": (lambda saved: saved.update(metrics_size="a"), "its entry 'metrics_size' is a str"),
-    "metrics size negative": (lambda saved: saved.update(metrics_size=-3), "its entry 'metrics_size' is -3"),
-    "elapsed time missing": (lambda saved: saved.pop("elapsed_s"), "its entry 'elapsed_s' is missing"),
+    "method state without its network": (lambda saved: saved["method"].pop("model"),
+                                         "does not hold the state of this run's loop"),
+    "generators missing": (lambda saved: saved.pop("generators"), "is damaged: its section 'generators' is missing"),
+    "generators a number": (lambda saved: saved.update(generators=5), "is damaged: its section 'generators' is 5"),
+    "generator state not a tensor": (lambda saved: saved["generators"].update(torch=1), "states are not tensors"),
+    "metrics size a string": (lambda saved: saved["header"].update(metrics_size="a"),
+                              "its entry 'metrics_size' is a str"),
+    "metrics size negative": (lambda saved: saved["header"].update(metrics_size=-3), "its entry 'metrics_size' is -3"),
+    "elapsed time missing": (lambda saved: saved["header"].pop("elapsed_s"), "its entry 'elapsed_s' is missing"),
 }
 
 
@@ -261,4 +264,4 @@ def test_runs_of_the_earlier_code_are_recognised(tmp_path, monkeypatch, capsys):
     torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
     assert main_module.main(args + ["--resume", "auto"]) == 2
     error = capsys.readouterr().err
-    assert "layout 1" in error and len(error.strip().splitlines()) == 1
+    assert "checkpoint format 1" in error and len(error.strip().splitlines()) == 1

@@ -32,7 +32,7 @@ def test_checkpointer_writes_at_most_every_interval_and_keeps_the_rest_in_memory
     for epoch in range(1, 6):  # epochs end at t = 4, 8, 12, 16, 20
         clock.now += 4
         weights += 1
-        checkpointer.save_soon({"epoch": epoch, "weights": weights}, live=("weights",))
+        checkpointer.save_soon({"epoch": epoch, "weights": weights})
     # written at t = 12 (epoch 3); epochs 4 and 5 end less than 10 s later: kept in memory
     assert checkpointer.writes == 1
     saved = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -70,12 +70,13 @@ def config_for(tmp_path, *extra):
 
 
 def test_start_run_decides_fresh_resume_finished_or_refuse(tmp_path, monkeypatch):
+    from utils.run.checkpoint import checkpoint_of
     monkeypatch.chdir(tmp_path)
     config = config_for(tmp_path)
     files = RunFiles(config.run_dir)
     assert start_run(config, files).checkpoint is None and not files.run_dir.exists()
     open_run_folder(config, files, start_run(config, files))
-    torch.save({"config": {}, "metrics_size": 0}, files.checkpoint)
+    torch.save(checkpoint_of({"config": {}, "metrics_size": 0}, {}, {}, {}), files.checkpoint)
     with pytest.raises(UserError, match="already holds a run"):
         start_run(config, files)
     with pytest.raises(CheckpointError, match="other settings"):
@@ -132,3 +133,11 @@ def test_temporary_files_left_by_a_kill_are_removed_at_the_next_start(tmp_path, 
     resumed = config_for(tmp_path, "--resume", "auto")
     open_run_folder(resumed, files, start_run(resumed, files))
     assert keep.read_text() == "a user's file"
+
+
+def test_a_checkpoints_sections_cannot_shadow_each_other():
+    from utils.run.checkpoint import SECTIONS, checkpoint_of
+    method_state = {"config": "the method's own", "format": 99, "elapsed_s": -1, "torch": None}
+    saved = checkpoint_of({"config": {"lr": 0.1}, "elapsed_s": 3.0}, {"epoch": 2}, method_state, {"torch": "state"})
+    assert set(saved) == {"format", *SECTIONS} and saved["format"] == 4
+    assert saved["header"] == {"config": {"lr": 0.1}, "elapsed_s": 3.0} and saved["method"] == method_state

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,7 +102,6 @@ class CoteachingState(LoopState):
 
 class CoTeaching(Loop):
     State = CoteachingState
-    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = ("networks",)
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)

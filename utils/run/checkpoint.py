@@ -14,8 +14,20 @@ from utils.run.atomic import atomic_torch_save
 from utils.run.config import RunConfig, config_defaults, config_to_dict
 
 # The layout of the checkpoint dict (utils/run/driver.py, Run.checkpoint). 1: before the shared run
-# lifecycle; 2: each loop's own dict; 3: the run driver's header plus the loop's entries.
-CHECKPOINT_FORMAT = 3
+# lifecycle; 2: each loop's own dict; 3: the run driver's header plus the loop's entries, side by
+# side in one dict; 4: in sections (checkpoint_of).
+CHECKPOINT_FORMAT = 4
+SECTIONS = ("header", "position", "method", "generators")
+
+
+def checkpoint_of(header: dict[str, Any], position: dict[str, Any], method: dict[str, Any],
+                  generators: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint in its sections, each a dict of its own, so that no key of one can shadow
+    another's: the driver's header (configuration, processes, the data's fingerprint, how much of
+    metrics.jsonl it has seen, time spent), the loop's position (its LoopState), the method's state
+    (whatever its state_dict() returns) and the random generators' states."""
+    return {"format": CHECKPOINT_FORMAT, "header": header, "position": position, "method": method,
+            "generators": generators}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -80,9 +92,12 @@ def config_differences(saved: Any, config: RunConfig) -> list[str]:
 def load_compatible_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
     """Load `path`, refusing when its config differs from `config` in a field that changes results."""
     checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint.get("config"), dict):
+    header = checkpoint.get("header")
+    if not isinstance(checkpoint.get("config"), dict) and not (isinstance(header, dict)
+                                                               and isinstance(header.get("config"), dict)):
         raise CheckpointError(f"checkpoint {path} has no configuration; it was not written by this project")
-    differences = config_differences(checkpoint["config"], config)
+    require_format(checkpoint, path, CHECKPOINT_FORMAT)
+    differences = config_differences(header["config"], config)
     if differences:
         raise CheckpointError(f"cannot resume from {path}: it was made with other settings: "
                               f"{'; '.join(differences)}. Use the same flags, or another --output_dir")
@@ -90,22 +105,30 @@ def load_compatible_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
     return checkpoint
 
 
-# The driver's header entries (utils/run/driver.py, Run.checkpoint) and their types; the loop's own
-# entries are checked as the loop reads them.
-HEADER_TYPES = {"world_size": int, "elapsed_s": (int, float), "metrics_size": int, "rng": dict, "loop": dict}
+# The driver's header entries (utils/run/driver.py, Run.checkpoint) and their types; the method's
+# own entries are checked as its loop reads them.
+HEADER_TYPES = {"world_size": int, "elapsed_s": (int, float), "metrics_size": int}
 
 
 def require_header(checkpoint: dict[str, Any], path: Path) -> None:
-    """A header entry missing or of another type (a damaged or hand-edited file) is one line."""
+    """A section or header entry missing or of another type (a damaged or hand-edited file) is one line."""
     require_format(checkpoint, path, CHECKPOINT_FORMAT)
+    for name in SECTIONS:
+        section = checkpoint.get(name)
+        if not isinstance(section, dict):
+            found = "missing" if name not in checkpoint else repr(section) if isinstance(section, (int, float)) \
+                else f"a {type(section).__name__}"
+            raise CheckpointError(f"checkpoint {path} is damaged: its section {name!r} is {found}; start the run "
+                                  f"again in another --output_dir")
+    header = checkpoint["header"]
     for name, kind in HEADER_TYPES.items():
-        value = checkpoint.get(name)
+        value = header.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
-            found = ("missing" if name not in checkpoint else repr(value) if isinstance(value, (int, float))
+            found = ("missing" if name not in header else repr(value) if isinstance(value, (int, float))
                      else f"a {type(value).__name__}")
             raise CheckpointError(f"checkpoint {path} is damaged: its entry {name!r} is {found}; start the run "
                                   f"again in another --output_dir")
-    rng = checkpoint["rng"]
+    rng = checkpoint["generators"]
     if not isinstance(rng.get("torch"), torch.Tensor) or any(
             key.startswith(GENERATOR_PREFIX) and not isinstance(state, torch.Tensor) for key, state in rng.items()):
         raise CheckpointError(f"checkpoint {path} is damaged: its random-generator states are not tensors; start "
@@ -116,8 +139,8 @@ def require_format(checkpoint: dict[str, Any], path: Path | None, expected: int)
     """A checkpoint of another layout (an older version of this code) is refused in one line."""
     found = checkpoint.get("format", 1)
     if found != expected:
-        raise CheckpointError(f"checkpoint {path} has layout {found}, this code reads layout {expected} (it "
-                              f"was written by another version); finish that run with the version that "
+        raise CheckpointError(f"checkpoint {path} has checkpoint format {found}, this code reads format {expected} "
+                              f"(it was written by another version); finish that run with the version that "
                               f"started it, or start it again in another --output_dir")
 
 

@@ -22,7 +22,8 @@ import torch
 
 from utils.errors import CheckpointError, StopRequested, exit_code_of
 from utils.run.atomic import atomic_torch_save
-from utils.run.checkpoint import CHECKPOINT_FORMAT, capture_rng_states, require_format, restore_rng_states
+from utils.run.checkpoint import (CHECKPOINT_FORMAT, capture_rng_states, checkpoint_of, require_format,
+                                  restore_rng_states)
 from utils.run.config import RunConfig, config_to_dict, format_config
 from utils.run.distributed import (STOP_POLL_EVERY, DistContext, any_rank, cleanup, init_distributed,
                                    single_process)
@@ -210,37 +211,37 @@ class Run:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, loop: Loop) -> dict[str, Any]:
         """The whole resumable state (collective: every rank's generator states are gathered)."""
-        rng = capture_rng_states(loop.task.generator_states())
-        return {"format": CHECKPOINT_FORMAT, "config": self.config_dict, "world_size": self.context.world_size,
-                "inputs": self.inputs, "loop": loop.state.to_dict(), "rng": rng,
-                "metrics_size": self.files.metrics_size(),
-                "elapsed_s": self.elapsed_s(), **loop.state_dict()}
+        header = {"config": self.config_dict, "world_size": self.context.world_size, "inputs": self.inputs,
+                  "metrics_size": self.files.metrics_size(), "elapsed_s": self.elapsed_s()}
+        return checkpoint_of(header, loop.state.to_dict(), loop.state_dict(),
+                             capture_rng_states(loop.task.generator_states()))
 
     def checkpoint_soon(self, loop: Loop, after_write: Callable[[], None] | None = None) -> None:
-        self.checkpointer.save_soon(self.checkpoint(loop), live=loop.LIVE_ENTRIES, on_write=after_write)
+        self.checkpointer.save_soon(self.checkpoint(loop), on_write=after_write)
 
     def restore(self, loop: Loop, saved: dict[str, Any], path: Path | None) -> None:
         """Continue `loop` from `saved` exactly: its objects are rebuilt first, random states last. A run
         resumes only on the data it started with (whatever path it is read from now)."""
         require_format(saved, path, CHECKPOINT_FORMAT)
-        if saved.get("inputs") != self.inputs:
+        header = saved["header"]
+        if header.get("inputs") != self.inputs:
             raise CheckpointError(f"{path} was made from other data (its labels, split or images differ from "
                                   f"those read now); resume with the data the run started with, or start it "
                                   f"again in another --output_dir")
-        if saved["world_size"] != self.context.world_size:
-            self.log(f"WARNING: the checkpoint was written by {saved['world_size']} process(es), this run has "
+        if header["world_size"] != self.context.world_size:
+            self.log(f"WARNING: the checkpoint was written by {header['world_size']} process(es), this run has "
                      f"{self.context.world_size}: batches and augmentation will differ from an uninterrupted run")
         try:
-            loop.state = loop.State.from_dict(saved["loop"])
-            loop.load_state_dict(saved)
+            loop.state = loop.State.from_dict(saved["position"])
+            loop.load_state_dict(saved["method"])
         except torch.OutOfMemoryError:
             raise  # a sound checkpoint on a smaller device: not damage
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path} does not hold the state of this run's loop ({type(err).__name__}: "
                                   f"{err}); it is damaged or of another version: start the run again in another "
                                   f"--output_dir") from None
-        self.elapsed_before, self.started = saved["elapsed_s"], time.time()
-        loop.task.restore_generators(restore_rng_states(saved["rng"]))
+        self.elapsed_before, self.started = header["elapsed_s"], time.time()
+        loop.task.restore_generators(restore_rng_states(saved["generators"]))
         s = loop.state
         self.log(f"resumed from {path}: outer {s.outer}, round {s.inner}, epoch {s.epoch}")
 

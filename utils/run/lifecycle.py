@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
@@ -62,8 +62,8 @@ def start_run(config: RunConfig, files: RunFiles, owner: bool = True) -> RunStar
         refuse_files_before_a_moved_run(path, files)
         check_moved_run_is_stopped(path)
     record = RunFiles(path.resolve().parent)  # the folder whose metrics.jsonl the checkpoint has seen
-    if owner and checkpoint.get("metrics_size", 0) > record.metrics_size():
-        raise UserError(f"{record.metrics} holds less than the {checkpoint['metrics_size']} bytes the checkpoint "
+    if owner and checkpoint["header"]["metrics_size"] > record.metrics_size():
+        raise UserError(f"{record.metrics} holds less than the {checkpoint['header']['metrics_size']} bytes the checkpoint "
                         f"{path} has seen written (deleted or cut?); restore it, or start the run again in "
                         f"another --output_dir")
     return RunStart(checkpoint, path)
@@ -150,17 +150,17 @@ def open_run_folder(config: RunConfig, files: RunFiles, start: RunStart) -> None
     files.write_config(config_to_dict(config))
     moved_from = start.moved_from(files)
     if moved_from is not None:
-        files.bring_record_from(moved_from, start.checkpoint["metrics_size"])
-    files.truncate_metrics(start.checkpoint["metrics_size"] if start.checkpoint else 0)
+        files.bring_record_from(moved_from, start.checkpoint["header"]["metrics_size"])
+    files.truncate_metrics(start.checkpoint["header"]["metrics_size"] if start.checkpoint else 0)
 
 
 class Checkpointer:
     """Writes the whole resumable state at a bounded cost (--checkpoint_every seconds; 0: every epoch).
 
-    `save_soon(state, live)` at the end of every epoch (or round) writes `state` when the interval
-    has passed and otherwise keeps it in memory, with a CPU copy of its `live` entries (those that
-    training goes on changing in place: model and optimizer), which `flush()` writes at the end of
-    the run or when a stop is requested. A resumed run repeats the epochs after the last written checkpoint,
+    `save_soon(state)` at the end of every epoch (or round) writes `state` when the interval has
+    passed and otherwise keeps a CPU copy of the whole of it in memory (training goes on changing
+    networks and optimizers in place, and no method has to say which of its entries it changes),
+    which `flush()` writes at the end of the run or when a stop is requested. A resumed run repeats the epochs after the last written checkpoint,
     which is exact because everything they draw is in that checkpoint.
     """
 
@@ -174,8 +174,7 @@ class Checkpointer:
         self.pending: dict[str, Any] | None = None
         self.writes = 0
 
-    def save_soon(self, state: dict[str, Any], live: Iterable[str] = (),
-                  on_write: Callable[[], None] | None = None) -> bool:
+    def save_soon(self, state: dict[str, Any], on_write: Callable[[], None] | None = None) -> bool:
         """Write `state` now if the interval has passed (then call `on_write`); returns whether it wrote."""
         if not self.enabled:
             return False
@@ -184,8 +183,7 @@ class Checkpointer:
             if on_write is not None:
                 on_write()
             return True
-        live = set(live)
-        self.pending = {key: cpu_copy(value) if key in live else value for key, value in state.items()}
+        self.pending = cpu_copy(state)
         return False
 
     def write_now(self, state: dict[str, Any]) -> None:

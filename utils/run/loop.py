@@ -83,7 +83,6 @@ class Loop:
     utils/clothing_task.py). See the module docstring for what a subclass implements."""
 
     State: ClassVar[type[LoopState]] = LoopState
-    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = ()  # entries of state_dict() that training changes in place
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         """`run`: the run driver's side of the run (utils/run/driver.py, Run), which hands itself here."""
@@ -191,8 +190,6 @@ class Loop:
 class TrainerLoop(Loop):
     """A loop that trains one network at a time: `self.trainer` (network, optimizer, schedule) is
     what it saves, restores and reports last; None before the first epoch."""
-
-    LIVE_ENTRIES: ClassVar[tuple[str, ...]] = tuple(Trainer.EMPTY_STATE)
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
