@@ -15,7 +15,7 @@ from data.datasets import DATASETS, Dataset, is_human_noise, noise_types_for
 from data.noise import NOISE_TYPES
 from models import MODEL_BUILDERS
 from models.cnn9 import DROPOUT_MODES
-from utils.methods import METHODS, flag_owners
+from utils.methods import METHODS, flag_methods, method_defaults
 from utils.run.config import RunConfig, option, require
 
 SELECTIONS = ("agree", "small_loss")
@@ -91,14 +91,14 @@ class VisionConfig(RunConfig):
             method.check(self)
 
     def refuse_other_methods_flags(self) -> None:
-        """A flag another method adds, or one this method never reads, would be silently ignored:
+        """A flag only other methods add, or one this method never reads, would be silently ignored:
         refuse it (and record nothing that did not apply)."""
         defaults = {spec.name: spec.default for spec in dataclasses.fields(self)}
         defaults.update(self.defaults_for({"method": self.method}))
-        for flag, owner in flag_owners().items():
-            if owner != self.method:
+        for flag, owners in flag_methods().items():
+            if self.method not in owners:
                 require(getattr(self, flag) == defaults[flag],
-                        f"--{flag} is a flag of --method {owner}, not of --method {self.method}")
+                        f"--{flag} is a flag of --method {' and '.join(owners)}, not of --method {self.method}")
         for flag in METHODS[self.method].unread_flags:
             require(getattr(self, flag) == defaults[flag],
                     f"--{flag} has no effect with --method {self.method} (only Me-Momentum reads it); leave it out")
@@ -106,8 +106,7 @@ class VisionConfig(RunConfig):
     @classmethod
     def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:
         """The chosen method's own defaults (e.g. Co-teaching's epochs and learning rate)."""
-        method = METHODS.get(flags.get("method", ""))
-        return dict(method.defaults) if method is not None else {}
+        return method_defaults(flags.get("method", ""))
 
     @property
     def trains(self) -> bool:
@@ -146,9 +145,20 @@ class VisionConfig(RunConfig):
 
 
 def with_method_flags(base: type, methods: dict[str, Any]) -> type:
-    """`base` with the flags every method adds (each method declares its own in its file)."""
+    """`base` with the flags every method adds (each method declares its own in its file). A flag
+    several methods add is one field, its help naming each method's default."""
     extra = tuple(method.options for method in methods.values() if method.options is not None)
-    composed = dataclasses.make_dataclass(base.__name__.replace("Vision", "Train"), [],
+    shared = []
+    for flag, owners in flag_methods(methods).items():
+        if len(owners) > 1:
+            specs = [next(spec for spec in dataclasses.fields(methods[owner].options) if spec.name == flag)
+                     for owner in owners]
+            if len({str(spec.type) for spec in specs}) > 1:
+                raise TypeError(f"--{flag} has different types in methods {', '.join(owners)}")
+            per_method = ", ".join(f"{owner}: {spec.default}" for owner, spec in zip(owners, specs))
+            metadata = {**specs[0].metadata, "help": f"{specs[0].metadata['help']} (default per method: {per_method})"}
+            shared.append((flag, specs[0].type, dataclasses.field(default=specs[0].default, metadata=metadata)))
+    composed = dataclasses.make_dataclass(base.__name__.replace("Vision", "Train"), shared,
                                           bases=(*extra, base), frozen=True)
     composed.__module__ = __name__
     composed.__doc__ = "main.py's flags: the shared ones, the vision ones, and every method's own."

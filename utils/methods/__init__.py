@@ -55,10 +55,25 @@ METHODS: dict[str, Method] = {method.name: method for method in (
 CLOTHING_METHODS = tuple(name for name, method in METHODS.items() if method.clothing_loop)
 
 
-def flag_owners() -> dict[str, str]:
-    """The flags methods add (their options), each with the name of the method that adds it."""
-    return {spec.name: name for name, method in METHODS.items() if method.options is not None
-            for spec in dataclasses.fields(method.options)}
+def flag_methods(methods: Mapping[str, Method] | None = None) -> dict[str, tuple[str, ...]]:
+    """The flags methods add (their options), each with the methods that add it: a flag may be
+    several methods' (PES and PES-semi both have --T1), each with its own default."""
+    methods = METHODS if methods is None else methods
+    owners: dict[str, tuple[str, ...]] = {}
+    for name, method in methods.items():
+        for spec in dataclasses.fields(method.options) if method.options is not None else ():
+            owners[spec.name] = owners.get(spec.name, ()) + (name,)
+    return owners
+
+
+def method_defaults(name: str, methods: Mapping[str, Method] | None = None) -> dict[str, Any]:
+    """The defaults a run of method `name` starts from: its authors' values of the shared flags,
+    and its own flags' defaults (which, for a flag several methods add, differ per method)."""
+    method = (METHODS if methods is None else methods).get(name)
+    if method is None:
+        return {}
+    own = {spec.name: spec.default for spec in dataclasses.fields(method.options)} if method.options else {}
+    return {**method.defaults, **own}
 
 
 def method_title(name: str) -> str:

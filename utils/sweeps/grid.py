@@ -22,7 +22,7 @@ from data.cifarn import CIFARN_TITLES
 from data.datasets import DATASETS, is_human_noise, noise_types_for
 from data.noise import NOISE_TYPES
 from utils.errors import UserError
-from utils.methods import METHODS, flag_owners, method_order
+from utils.methods import METHODS, flag_methods, method_order
 from utils.run.atomic import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # this file is utils/sweeps/grid.py
@@ -346,11 +346,11 @@ def build_command(grid: Grid, run: Run, run_dir: Path, python: str, extra: Seque
     # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check);
     # a flag one method adds (Co-teaching's --forget_rate) goes to that method's runs only.
     # and a flag a method never reads (--max_inner_loop for CE) is left out of its runs, which refuse it.
-    owners = flag_owners()
+    owners = flag_methods()
     unread = set(METHODS[run.method].unread_flags) if grid.entry_point == "main.py" else set()
 
     def for_this_method(name: str) -> bool:
-        return owners.get(name, run.method) == run.method and name not in unread
+        return run.method in owners.get(name, (run.method,)) and name not in unread
 
     extra_groups = [(name, tokens) for name, tokens in flag_groups(extra) if for_this_method(name)]
     overridden = {name for name, _ in extra_groups}
@@ -393,14 +393,14 @@ def check_flag_names(grid: Grid, extra: Sequence[str], methods: Sequence[str] = 
     misspelt or shortened flag would otherwise make runs with settings other than their folder's.
     A flag one method adds needs that method among the sweep's `methods`, or it would reach no run."""
     known = entry_point_flags(grid.entry_point)
-    owners = flag_owners()
+    owners = flag_methods()
 
     def check(name: str, where: str) -> None:
         if name not in known:
             raise UserError(f"{where}: {grid.entry_point} has no flag --{name} (flags are written in full)")
-        if methods and name in owners and owners[name] not in methods:
-            raise UserError(f"{where}: --{name} is a flag of --method {owners[name]}, which this sweep does not "
-                            f"run (its methods: {', '.join(methods)})")
+        if methods and name in owners and not set(owners[name]) & set(methods):
+            raise UserError(f"{where}: --{name} is a flag of --method {' and '.join(owners[name])}, which this sweep "
+                            f"does not run (its methods: {', '.join(methods)})")
 
     for name in sorted(flag_names(extra)):
         check(name, f"--extra --{name}")
