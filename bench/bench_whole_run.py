@@ -1,6 +1,7 @@
 """Whole runs as a user runs them, timed from process start to exit.
 
     python bench/bench_whole_run.py [--data_path ../shared/data] [--threads 2] [--repeats 3] [--parts ab]
+    python bench/bench_whole_run.py --parts c --before COMMIT
 
 (a) Five MNIST epochs as a whole process: `main.py --dataset mnist --method ce --n_epoch 5` (start-up,
     reading MNIST, noise, split, five epochs each with validation, the test passes, checkpoints,
@@ -15,6 +16,9 @@
     median times and the median of the per-repeat ratios.
 (b) The README's quick-start run, `main.py --dataset digits --noise_type instance --noise_rate 0.4`
     (official defaults), timed as a whole process.
+(c) Part (a)'s run of this checkout against the same run of an earlier commit's code (`--before`,
+    taken from git history into a temporary folder): what a change of structure costs, as the median
+    of the per-repeat ratios (earlier / now: above 1 is faster now).
 
 On a shared machine absolute times swing; ratios measured in one run of this script are what counts.
 """
@@ -39,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every process (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each part")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of part (a)")
-    parser.add_argument("--parts", default="ab", help="which parts to run: a, b or ab")
+    parser.add_argument("--parts", default="ab", help="which parts to run: any of a, b, c")
+    parser.add_argument("--before", metavar="COMMIT", help="part (c): the earlier commit to compare with")
     parser.add_argument("--official_style", metavar="OUT", help=argparse.SUPPRESS)  # the baseline process
     return parser.parse_args(argv)
 
@@ -72,6 +77,35 @@ def part_a(args: argparse.Namespace) -> None:
     print(f"(a) {args.epochs} MNIST epochs as a whole process (CE, symmetric 20 %, seed 1): ours "
           f"{statistics.median(ours_s):.1f}s, official-style {statistics.median(official_s):.1f}s, "
           f"speed-up {statistics.median(ratios):.2f}x (per repeat {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+def mnist_ce_command(main_py: Path, args: argparse.Namespace, scratch: str) -> list[str]:
+    return [sys.executable, str(main_py), "--dataset", "mnist", "--data_path", args.data_path, "--method", "ce",
+            "--n_epoch", str(args.epochs), "--output_dir", f"{scratch}/run", "--model_dir", f"{scratch}/model",
+            "--no_progress", "--num_threads", str(args.threads)]
+
+
+def part_c(args: argparse.Namespace) -> None:
+    if not args.before:
+        raise SystemExit("part (c) needs --before COMMIT")
+    now_s, before_s, ratios = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench_before_") as code:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", args.before],
+                                 capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", code], input=archive.stdout, check=True)
+        for repeat in range(args.repeats):
+            with tempfile.TemporaryDirectory(prefix="bench_whole_") as scratch:
+                order = [("now", mnist_ce_command(REPO / "main.py", args, scratch + "/now")),
+                         ("before", mnist_ce_command(Path(code) / "main.py", args, scratch + "/before"))]
+                times = {name: timed(command, Path(scratch)) for name, command in
+                         (order if repeat % 2 == 0 else order[::-1])}
+            now_s.append(times["now"])
+            before_s.append(times["before"])
+            ratios.append(times["before"] / times["now"])
+            print(f"  repeat {repeat + 1}: now {times['now']:.1f}s, {args.before} {times['before']:.1f}s", flush=True)
+    print(f"(c) {args.epochs} MNIST epochs as a whole process (CE): now {statistics.median(now_s):.1f}s, "
+          f"{args.before} {statistics.median(before_s):.1f}s, ratio {statistics.median(ratios):.3f} "
+          f"(per repeat {', '.join(f'{r:.3f}' for r in ratios)})")
 
 
 def part_b(args: argparse.Namespace) -> None:
@@ -160,6 +194,8 @@ def main() -> None:
         part_a(args)
     if "b" in args.parts:
         part_b(args)
+    if "c" in args.parts:
+        part_c(args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Helpers shared by tests that run main.py: tiny configurations and result comparison."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -76,24 +77,38 @@ def main_main(argv: list[str]) -> int:
     return main_module.main(argv)
 
 
-def uninterrupted(tmp_path, monkeypatch, args):
+def clothing_main(argv: list[str]) -> int:
+    """Clothing.py's main() in this process, leaving the test process's signal handlers as they were."""
+    import signal
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        return importlib.import_module("Clothing").main(argv)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def uninterrupted(tmp_path, monkeypatch, args, entry=None):
+    """The run of `args` (main.py's, or `entry`'s) in tmp_path/reference, as comparable()."""
     folder = tmp_path / "reference"
     folder.mkdir()
     monkeypatch.chdir(folder)
-    assert main_main(args) == 0
+    assert (entry or main_main)(args) == 0
     return comparable(folder / "run")
 
 
-def kill_then_resume(tmp_path, monkeypatch, args, install_kill):
+def kill_then_resume(tmp_path, monkeypatch, args, install_kill, entry=None):
+    """The run of `args` killed where `install_kill` says, then resumed, in tmp_path/interrupted."""
+    entry = entry or main_main
     folder = tmp_path / "interrupted"
     folder.mkdir()
     monkeypatch.chdir(folder)
     with monkeypatch.context() as patch:
         install_kill(patch)
         with pytest.raises(SimulatedKill):
-            main_main(args)
+            entry(args)
     assert not (folder / "run" / "result.json").exists()
-    assert main_main(args + ["--resume", "auto"]) == 0
+    assert entry(args + ["--resume", "auto"]) == 0
     return comparable(folder / "run")
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from data.clothing import IGNORED_LABEL
-from utils.clothing_task import ClassWeightedLoss, class_weights
+from utils.clothing_task import ClassWeightedLoss
+from utils.methods.memomentum_clothing1m import class_weights
 
 
 def test_class_weights_match_hand_computation():

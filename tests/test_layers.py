@@ -7,6 +7,8 @@ registry. It fails when
 - `data/` or `models/` import anything of ours outside themselves except `utils/errors.py`;
 - anything but tests/ and bench/ imports an entry point (main.py, Clothing.py, ...);
 - the run infrastructure (utils/run/) imports a loop, a method, a task or an entry point's config;
+- a method (utils/methods/) imports a task module: loops are written against the task interface
+  (utils/task.py) only, so that every method runs on every dataset;
 - any import cycle exists between our modules;
 and it checks that the reader sees what it must (known edges, every module), so it cannot pass
 vacuously.
@@ -29,6 +31,8 @@ RUN_INFRASTRUCTURE = "utils.run"
 # on, and the entry points' configurations (it knows a run only through RunConfig and Loop).
 NOT_FOR_RUN_INFRASTRUCTURE = ("utils.methods", "utils.experiments", "utils.vision_task", "utils.clothing_task",
                               "utils.train_config", "utils.clothing_config")
+METHODS_PACKAGE = "utils.methods"
+TASK_MODULES = ("utils.vision_task", "utils.clothing_task", "utils.experiments")
 REGISTRY_NAME = re.compile(r"([A-Za-z_][\w.]*):[A-Za-z_]\w*")  # "utils.methods.ce:CrossEntropy"
 KNOWN_EDGES = {
     ("main", "utils.run.driver"), ("Clothing", "utils.run.driver"), ("main", "utils.experiments"),
@@ -132,6 +136,14 @@ def test_the_run_infrastructure_imports_no_loop_method_or_task(graph):
                 if target in ENTRY_POINTS or any(target == bad or target.startswith(bad + ".")
                                                  for bad in NOT_FOR_RUN_INFRASTRUCTURE)]
     assert offences == []
+
+
+def test_methods_import_no_task_module(graph):
+    offences = [f"{name} imports {target}" for name, targets in graph.items()
+                if name == METHODS_PACKAGE or name.startswith(METHODS_PACKAGE + ".") for target in targets
+                if target in TASK_MODULES]
+    assert offences == []
+    assert "utils.task" in graph and "utils.engine" in graph["utils.methods.coteaching"]  # the reader sees them
 
 
 def test_no_import_cycles(graph):

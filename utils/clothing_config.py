@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from models.pretrained import ARCHITECTURES
-from utils.methods import CLOTHING_METHODS
+from utils.methods import CLOTHING_METHODS, METHODS, MethodFlags, with_method_flags
 from utils.run.config import RunConfig, option, require
 
 
 @dataclass(frozen=True)
-class ClothingConfig(RunConfig):
+class ClothingBaseConfig(MethodFlags, RunConfig):
     # --- official flags and defaults (the shared ones are in RunConfig) ---
     lr: float = option(0.005, "initial learning rate of SGD (momentum 0.9); MultiStepLR x0.1 at epochs 10, 20 "
                               "of every outer round")
@@ -38,7 +38,10 @@ class ClothingConfig(RunConfig):
     # --- ours ---
     no_pretrain: bool = option(False, "start from random weights instead of ImageNet (same as the "
                                       "official --pretrain)")
-    method: str = option("memomentum", "the method (those with a Clothing1M loop)", choices=CLOTHING_METHODS)
+    method: str = option("memomentum", "the method: " + "; ".join(
+        f"{name} ({METHODS[name].title}" + "".join(f"; --{flag} {value}" for flag, value in
+                                                   METHODS[name].clothing_defaults.items()) + ")"
+        for name in CLOTHING_METHODS), choices=CLOTHING_METHODS)
     arch: str = option("resnet50", "torchvision ResNet (official: resnet50)", choices=tuple(ARCHITECTURES))
     image_size: int = option(256, "images are resized to image_size x image_size; training crops pad by "
                                   "image_size // 8 (official: 256, padding 32)", minimum=1)
@@ -56,6 +59,7 @@ class ClothingConfig(RunConfig):
     RESUME_NEUTRAL_FIELDS: ClassVar[frozenset[str]] = RunConfig.RESUME_NEUTRAL_FIELDS | {
         "data_root", "num_workers", "skip_bad_images", "keep_all_checkpoints",
     }
+    ENTRY: ClassVar[str] = "clothing"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +68,7 @@ class ClothingConfig(RunConfig):
         require(self.num_workers >= -1, f"--num_workers must be -1 (auto) or >= 0, got {self.num_workers}")
         require(not (self.weights and not self.use_pretrained),
                 "--weights gives pretrained weights, but --no_pretrain/--pretrain turn pretraining off")
+        self.refuse_other_methods_flags()
 
     @property
     def use_pretrained(self) -> bool:
@@ -71,9 +76,15 @@ class ClothingConfig(RunConfig):
 
     @property
     def run_name(self) -> str:
-        return f"clothing1m-seed{self.seed}"
+        name = f"clothing1m-seed{self.seed}"
+        return name if self.method == "memomentum" else f"{name}-{self.method}"
 
     # differs from the official code: they go to `--model_dir/<run folder name>/`
     @property
     def epoch_weights_dir(self) -> Path:
         return Path(self.model_dir) / self.run_dir.name
+
+
+ClothingConfig = with_method_flags(ClothingBaseConfig, {name: METHODS[name] for name in CLOTHING_METHODS},
+                                   "ClothingConfig", "Clothing.py's flags: the shared ones, Clothing1M's, and every "
+                                                     "method's own.")

@@ -1,6 +1,6 @@
-"""One Clothing1M run's data, network and passes (docs/clothing1m.md): what the loop of
-utils/methods/memomentum_clothing1m.py calls to train, validate, test and predict, on one process or
-under torchrun (utils/vision_task.py is the same for MNIST/CIFAR).
+"""One Clothing1M run's data, network and passes (docs/clothing1m.md): the task interface
+(utils/task.py) on Clothing1M, on one process or under torchrun, and what Me-Momentum's Clothing1M
+algorithm asks beyond it (per-class scores, class-weighted loss, predictions by weight file).
 
 Training draws its shuffling and augmentation from per-epoch seeds; evaluation and extraction are
 sharded so that every image is predicted exactly once and gathered back in order on every rank.
@@ -20,10 +20,11 @@ from torch.nn import functional as F
 from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform, IGNORED_LABEL, build_splits,
                            default_num_workers, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
+from data.device_pipeline import batch_bounds
 from models.pretrained import StateDict, batch_of_one_trains, build_classifier, load_imagenet_state
-from utils.engine import Trainer, place_network, predict_logits, sgd_trainer, train_one_epoch, uses_channels_last
+from utils.engine import Trainer, place_network, predict_logits, sgd_trainer, uses_channels_last
 from utils.errors import StopRequested
-from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, per_class_accuracy_precision, per_class_scores
+from utils.metrics import TestAccuracy, batch_mean_accuracy, readable_accuracy
 from utils.run.checkpoint import load_checkpoint
 from utils.run.distributed import (STOP_POLL_EVERY, DistContext, all_reduce_sum, broadcast_buffers, gather_objects,
                                    gather_sharded, main_process_first, shard_for_training, shard_indices,
@@ -32,13 +33,13 @@ from utils.run.progress import with_progress
 from utils.run.provenance import describe_device
 
 if TYPE_CHECKING:
+    from utils.clothing_config import ClothingConfig
     from utils.run.driver import Run
 
-# The task reads Clothing.py's configuration (utils/clothing_config.py, ClothingConfig) without
-# importing it: the configuration names the methods, whose Clothing1M loop imports this module.
-ClothingConfig = Any
 
 MILESTONES = (10, 20)   # epochs of an outer round (the scheduler is created once per outer round)
+# Clothing1M's noisy labels are 61.54 % right (Xiao et al., CVPR 2015): the rate a method may assume
+ESTIMATED_NOISE_RATE = 0.3846
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -47,24 +48,11 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(sequence.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def class_weights(train_counts: np.ndarray, val_counts: np.ndarray) -> np.ndarray:
-    """w_c = (mean_k n_k / n_c) · (v_c / mean_k v_k), computed in float64 as officially.
-
-    A class absent from the training set gets weight 0 instead of the official inf; no
-    training example carries that label, so the loss is the same.
-    """
-    n = np.asarray(train_counts, dtype=np.float64)
-    v = np.asarray(val_counts, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = (n.mean() / n) * (v / v.mean())
-    return np.where(n > 0, weights, 0.0)
-
-
 @dataclass
 class ClothingTask:
     """What stays fixed during a run: config, the run (processes, log, stop requests), data."""
 
-    config: ClothingConfig
+    config: "ClothingConfig"
     run: "Run"
     splits: ClothingSplits
     loader: ClothingLoader
@@ -77,6 +65,23 @@ class ClothingTask:
     shuffle_generator: torch.Generator = field(default_factory=torch.Generator)
     augment_generator: torch.Generator = field(default_factory=torch.Generator)
     bad_in_prediction: int = 0  # unreadable images met by this rank in prediction passes
+    bad_in_training: int = 0    # ... and in training passes
+
+    # the task interface (utils/task.py)
+    name: str = "clothing1m"
+    provides: frozenset[str] = frozenset()  # no clean labels for the training list
+    assumed_noise_rate: float = ESTIMATED_NOISE_RATE
+    train_clean_labels: None = None
+
+    def __post_init__(self) -> None:
+        self.num_classes = self.config.num_classes
+        labels = torch.from_numpy(self.splits.labels)
+        self.train_labels = labels[self.splits.train].to(self.device)
+        self.test_labels = labels[self.splits.test].to(self.device)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits.train)
 
     @property
     def context(self) -> DistContext:
@@ -112,7 +117,7 @@ class ClothingTask:
         valid = predictions >= 0
         official = batch_mean_accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]),
                                        self.config.batch_size)
-        return TestAccuracy(accuracy_percent(predictions, labels), official)
+        return TestAccuracy(readable_accuracy(predictions, labels), official)
 
     def generator_states(self) -> dict[str, torch.Tensor]:
         """The generators' states of every rank (collective under torchrun), for the checkpoint."""
@@ -131,6 +136,108 @@ class ClothingTask:
             self.run.log(f"WARNING: the checkpoint has no augmentation stream for rank {self.context.rank}; "
                          f"it starts afresh")
 
+    # ------------------------------------------------------------------ training
+    def training_batches(self, subset: torch.Tensor | np.ndarray | None, description: str, drop_last: bool = False
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(augmented images, labels, positions in the training list) of this process's share of one shuffled
+        pass over the training examples at `subset` (None: all). Shuffling and augmentation are drawn from
+        the task's generators, whose states every checkpoint holds, so a resumed epoch replays exactly;
+        unreadable images get the ignored label (--skip_bad_images; counted in bad_in_training)."""
+        config, context = self.config, self.context
+        positions = np.arange(self.num_train, dtype=np.int64) if subset is None else np.asarray(
+            subset.cpu() if isinstance(subset, torch.Tensor) else subset, dtype=np.int64)
+        order = positions[torch.randperm(len(positions), generator=self.shuffle_generator).numpy()]
+        mine = shard_for_training(order, context.rank, context.world_size)
+        batch_size = max(1, config.batch_size // context.world_size)
+        # A last batch of one image is a batch of its own, as officially, unless the images are so small
+        # that BatchNorm would fail on it: then it joins the batch before it (docs/clothing1m.md).
+        # differs from the official code: a last batch of one joins the batch before it
+        fold = not batch_of_one_trains(config.image_size)
+        bounds = batch_bounds(len(mine), batch_size, fold_single_last=fold)
+        batches = self.training_pass(mine, bounds, batch_size, fold, drop_last)
+        total = sum(1 for start, stop in bounds if not drop_last or stop - start == batch_size)
+        return with_progress(batches, total, description, self.run.show_progress)
+
+    def training_pass(self, mine: np.ndarray, bounds: list[tuple[int, int]], batch_size: int, fold: bool,
+                      drop_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        bad = torch.zeros((), dtype=torch.int64)
+        try:
+            for (start, stop), batch in zip(bounds, self.loader.batches(self.splits.train[mine], batch_size,
+                                                                         fold_single_last=fold)):
+                if drop_last and stop - start < batch_size:
+                    continue
+                bad += raise_or_count_bad(batch, self.config.skip_bad_images)
+                images, labels, ok = self.transform.to_device(batch)
+                positions = torch.from_numpy(mine[start:stop]).to(self.device)
+                yield (self.transform.train(images, self.augment_generator),
+                       labels.masked_fill(~ok, IGNORED_LABEL), positions)
+        finally:
+            self.bad_in_training += int(bad)
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the batch's readable images (this process's share: DDP averages the
+        gradients of the processes)."""
+        valid = labels != IGNORED_LABEL
+        losses = F.cross_entropy(logits, labels.clamp_min(0), reduction="none") * valid
+        return losses.sum() / valid.sum().clamp_min(1)
+
+    def class_weighted_loss(self, weights: np.ndarray) -> "ClassWeightedLoss":
+        """The official Clothing.py's loss: cross-entropy weighted per class, over the global batch."""
+        return ClassWeightedLoss(torch.tensor(weights, dtype=torch.float32, device=self.device),
+                                 self.context.world_size)
+
+    def new_model(self) -> nn.Module:
+        """A fresh network: ImageNet weights (unless --no_pretrain) with a new last layer; under torchrun
+        wrapped in DistributedDataParallel."""
+        return wrap_model(network(self, self.imagenet_state), self.context, sync_batchnorm=not self.config.no_sync_bn)
+
+    def default_trainer(self) -> Trainer:
+        return self.new_trainer()
+
+    def new_trainer(self, saved: dict[str, Any] | None = None) -> Trainer:
+        """The official Clothing.py's SGD and MultiStepLR(10, 20) around a fresh network, or around the
+        network, optimizer and scheduler of a checkpoint."""
+        return new_trainer(self, saved)
+
+    def sum_over_processes(self, sums: dict[str, float]) -> dict[str, float]:
+        if self.context.world_size == 1 or not sums:
+            return sums
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.tensor([float(sums[key]) for key in keys], dtype=torch.float64,
+                                             device=self.device))
+        return dict(zip(keys, totals.tolist()))
+
+    def unreadable_in_training(self) -> int:
+        """Unreadable training images met since the last call, over all processes."""
+        count = all_reduce_sum(torch.tensor([self.bad_in_training], dtype=torch.int64, device=self.device))
+        self.bad_in_training = 0
+        return int(count[0])
+
+    # ------------------------------------------------------------------ measuring
+    def validate(self, model: nn.Module) -> float:
+        """Accuracy on the clean validation set (eval transform)."""
+        return readable_accuracy(*self.validation_predictions(model))
+
+    def validation_predictions(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction, label) of every clean validation image (prediction −1: unreadable), with rank 0's
+        BatchNorm statistics on every process."""
+        broadcast_buffers(model)
+        return predict_positions(self, unwrap_model(model), self.splits.val), self.splits.labels[self.splits.val]
+
+    def test_predictions(self, model: nn.Module) -> torch.Tensor:
+        return torch.from_numpy(predict_positions(self, unwrap_model(model), self.splits.test)).to(self.device)
+
+    def train_predictions(self, model: nn.Module, positions: np.ndarray) -> np.ndarray:
+        """The prediction of every training example at `positions` (eval transform; −1: unreadable)."""
+        return predict_positions(self, model, self.splits.train[positions])
+
+    def network_for_weights(self) -> nn.Module:
+        """A network whose weights will be loaded (built without drawing from torch's generator)."""
+        return network_without_drawing(self, None)
+
+    def load_weights(self, path: str) -> StateDict:
+        return load_checkpoint(path, map_location=self.device)
+
 
 @dataclass(frozen=True)
 class Validation:
@@ -138,18 +245,6 @@ class Validation:
     per_class_acc: np.ndarray
     per_class_precision: np.ndarray
     scores: np.ndarray
-
-
-def validate(task: ClothingTask, trainer: Trainer) -> Validation:
-    """Clean validation set, eval transform (docs/method.md, "Me-Momentum on Clothing1M"): overall
-    accuracy and the per-class scores."""
-    broadcast_buffers(trainer.model)
-    predictions = predict_positions(task, trainer.module, task.splits.val)
-    labels = task.splits.labels[task.splits.val]
-    per_class_acc, per_class_precision = per_class_accuracy_precision(predictions, labels,
-                                                                      task.config.num_classes)
-    return Validation(accuracy_percent(predictions, labels), per_class_acc, per_class_precision,
-                      per_class_scores(per_class_acc, per_class_precision, task.config.beta))
 
 
 class ClassWeightedLoss:
@@ -185,40 +280,6 @@ class ClassWeightedLoss:
         return float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
 
 
-def train_epoch(task: ClothingTask, trainer: Trainer, loss_fn: ClassWeightedLoss, train_positions: np.ndarray,
-                where: str) -> tuple[float, float, int]:
-    """One epoch of SGD over this rank's shard of a fresh permutation of S (positions in the noisy list).
-
-    Returns (loss, accuracy, unreadable images) over all ranks. Shuffling and augmentation are drawn
-    from the task's generators, whose states every checkpoint holds, so a resumed epoch replays exactly.
-    """
-    config, context = task.config, task.context
-    order = train_positions[torch.randperm(len(train_positions), generator=task.shuffle_generator).numpy()]
-    mine = task.splits.train[shard_for_training(order, context.rank, context.world_size)]
-    per_rank_batch = max(1, config.batch_size // context.world_size)
-    bad = torch.zeros((), dtype=torch.int64)
-    batches = with_progress(training_batches(task, mine, per_rank_batch, task.augment_generator, bad),
-                            -(-len(mine) // per_rank_batch), where, task.run.show_progress)
-    stats = train_one_epoch(trainer.model, trainer.optimizer, batches, loss_fn, amp=config.amp,
-                            should_stop=task.run.should_stop)
-    counts = all_reduce_sum(torch.tensor([stats.correct, stats.count, int(bad)], dtype=torch.int64,
-                                         device=task.device))
-    return loss_fn.epoch_loss(), 100.0 * float(counts[0]) / max(int(counts[1]), 1), int(counts[2])
-
-
-def training_batches(task: ClothingTask, positions: np.ndarray, batch_size: int, generator: torch.Generator,
-                     bad: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(augmented normalised images, labels) on the device; unreadable images get the ignored label."""
-    # A last batch of one image is a batch of its own, as officially, unless the images are so small
-    # that BatchNorm would fail on it: then it joins the batch before it (docs/clothing1m.md).
-    # differs from the official code: a last batch of one joins the batch before it
-    fold = not batch_of_one_trains(task.config.image_size)
-    for batch in task.loader.batches(positions, batch_size, fold_single_last=fold):
-        bad += raise_or_count_bad(batch, task.config.skip_bad_images)
-        images, labels, ok = task.transform.to_device(batch)
-        yield task.transform.train(images, generator), labels.masked_fill(~ok, IGNORED_LABEL)
-
-
 def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarray) -> np.ndarray:
     """Predicted class of every dataset position (−1: unreadable image), each predicted by exactly one rank."""
     context, config = task.context, task.config
@@ -245,13 +306,7 @@ def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarra
     return gather_sharded(local, len(positions)).cpu().numpy()
 
 
-def accuracy_percent(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy over the readable images, in percent, exact (not a mean of per-batch accuracies)."""
-    valid = predictions >= 0
-    return accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]))
-
-
-def open_task(config: ClothingConfig, run: "Run") -> ClothingTask:
+def open_task(config: "ClothingConfig", run: "Run") -> ClothingTask:
     context = run.context
     index = load_index(Path(config.data_root) / INDEX_FILE_NAME, num_classes=config.num_classes)
     splits = build_splits(index, config.data_root, config.image_size, config.seed)
@@ -304,7 +359,3 @@ def new_trainer(task: ClothingTask, saved: dict[str, Any] | None = None) -> Trai
         trainer.optimizer.load_state_dict(saved["optimizer"])
         trainer.scheduler.load_state_dict(saved["scheduler"])
     return trainer
-
-
-def load_weights(path: str, device: torch.device) -> StateDict:
-    return load_checkpoint(path, map_location=device)

@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import MultiStepLR
 
 from utils.errors import StopRequested, UserError
@@ -116,7 +117,8 @@ class Trainer:
     EMPTY_STATE: ClassVar[dict[str, Any]] = {"model": None, "optimizer": None, "scheduler": None}
 
     def __post_init__(self) -> None:
-        self.module = self.module if self.module is not None else self.model
+        if self.module is None:
+            self.module = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
     @property
     def lr(self) -> float:

@@ -3,8 +3,13 @@ handed to the run driver (utils/run/driver.py) as `open_loop`.
 
     open_vision_loop     main.py: MNIST, CIFAR-10/100 or digits with their noisy labels and split
     open_clothing_loop   Clothing.py: Clothing1M from its index, on one process or under torchrun
+
+Each opens its task (open_vision_task, open_clothing_task: the task interface, utils/task.py) and the
+method's loop on it.
 """
 from __future__ import annotations
+
+from typing import Any
 
 from utils.methods import METHODS
 from utils.run.driver import Run
@@ -17,8 +22,17 @@ from utils.vision_task import VisionTask, describe_noise, load_dataset, save_noi
 
 
 def open_vision_loop(run: Run) -> Loop | None:
+    """The method's loop on main.py's task; None with --noise_only."""
+    task = open_vision_task(run)
+    if task is None:
+        return None
+    method = METHODS[run.config.method]
+    return method.open_loop(task, run, method.title)
+
+
+def open_vision_task(run: Run) -> VisionTask | None:
     """Read the dataset, make its noisy labels and split (and export them on request), then build the
-    task and the method's loop; None with --noise_only."""
+    task; None with --noise_only."""
     config = run.config
     if config.save_noisy_labels:
         check_file_target(config.save_noisy_labels, "--save_noisy_labels")
@@ -29,9 +43,7 @@ def open_vision_loop(run: Run) -> Loop | None:
         run.log(save_noisy_labels(config.save_noisy_labels, dataset, config))
     if not config.trains:
         return None
-    method = METHODS[config.method]
-    task = VisionTask(config, dataset, run.device, show_progress=run.show_progress)
-    return method.loop_class()(task, run, method.title)
+    return VisionTask(config, dataset, run.device, show_progress=run.show_progress)
 
 
 def check_split(dataset: NoisyDataset, config: TrainConfig) -> None:
@@ -47,7 +59,12 @@ def check_split(dataset: NoisyDataset, config: TrainConfig) -> None:
 
 
 def open_clothing_loop(run: Run) -> Loop:
-    """Read Clothing1M's index and build the task (and the process group's share) and the loop."""
-    from utils.clothing_task import open_task  # here: main.py need not import the Clothing1M stack
+    """The method's loop on Clothing.py's task."""
     method = METHODS[run.config.method]
-    return method.loop_class(clothing=True)(open_task(run.config, run), run, f"Clothing1M {method.title}")
+    return method.open_loop(open_clothing_task(run), run, f"Clothing1M {method.title}")
+
+
+def open_clothing_task(run: Run) -> Any:
+    """Read Clothing1M's index and build the task (and the process group's share)."""
+    from utils.clothing_task import open_task  # here: main.py need not import the Clothing1M stack
+    return open_task(run.config, run)

@@ -74,3 +74,9 @@ def per_class_scores(per_class_acc: np.ndarray, per_class_precision: np.ndarray,
     """score_c = beta · a_c + (1 − beta) · p_c (docs/method.md, "Me-Momentum on Clothing1M")."""
     return beta * np.asarray(per_class_acc, dtype=np.float64) + (1 - beta) * np.asarray(
         per_class_precision, dtype=np.float64)
+
+
+def readable_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy over the readable images (prediction −1: unreadable), in percent, exact."""
+    valid = predictions >= 0
+    return accuracy(torch.from_numpy(predictions[valid]), torch.from_numpy(labels[valid]))

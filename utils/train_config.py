@@ -7,15 +7,14 @@ The flags both entry points share (and their checks) live in utils/run/config.py
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from data.datasets import DATASETS, Dataset, is_human_noise, noise_types_for
 from data.noise import NOISE_TYPES
 from models import MODEL_BUILDERS
 from models.cnn9 import DROPOUT_MODES
-from utils.methods import METHODS, flag_methods, method_defaults
+from utils.methods import METHODS, MethodFlags, with_method_flags
 from utils.run.config import RunConfig, option, require
 
 SELECTIONS = ("agree", "small_loss")
@@ -31,7 +30,7 @@ def describe_methods() -> str:
 
 
 @dataclass(frozen=True)
-class VisionConfig(RunConfig):
+class VisionConfig(MethodFlags, RunConfig):
     # --- official flags and defaults (the shared ones are in RunConfig) ---
     lr: float = option(0.01, "initial learning rate (SGD, momentum 0.9)")
     weight_decay: float = option(1e-4, "weight decay")
@@ -86,27 +85,6 @@ class VisionConfig(RunConfig):
         require(0.0 < self.data_percent <= 1.0,
                 f"--data_percent must be in (0, 1], got {self.data_percent}")
         self.refuse_other_methods_flags()
-        method = METHODS[self.method]
-        if method.check is not None:
-            method.check(self)
-
-    def refuse_other_methods_flags(self) -> None:
-        """A flag only other methods add, or one this method never reads, would be silently ignored:
-        refuse it (and record nothing that did not apply)."""
-        defaults = {spec.name: spec.default for spec in dataclasses.fields(self)}
-        defaults.update(self.defaults_for({"method": self.method}))
-        for flag, owners in flag_methods().items():
-            if self.method not in owners:
-                require(getattr(self, flag) == defaults[flag],
-                        f"--{flag} is a flag of --method {' and '.join(owners)}, not of --method {self.method}")
-        for flag in METHODS[self.method].unread_flags:
-            require(getattr(self, flag) == defaults[flag],
-                    f"--{flag} has no effect with --method {self.method} (only Me-Momentum reads it); leave it out")
-
-    @classmethod
-    def defaults_for(cls, flags: dict[str, Any]) -> dict[str, Any]:
-        """The chosen method's own defaults (e.g. Co-teaching's epochs and learning rate)."""
-        return method_defaults(flags.get("method", ""))
 
     @property
     def trains(self) -> bool:
@@ -144,25 +122,5 @@ class VisionConfig(RunConfig):
         return stem if self.method == "memomentum" else f"{stem}-{self.method}"
 
 
-def with_method_flags(base: type, methods: dict[str, Any]) -> type:
-    """`base` with the flags every method adds (each method declares its own in its file). A flag
-    several methods add is one field, its help naming each method's default."""
-    extra = tuple(method.options for method in methods.values() if method.options is not None)
-    shared = []
-    for flag, owners in flag_methods(methods).items():
-        if len(owners) > 1:
-            specs = [next(spec for spec in dataclasses.fields(methods[owner].options) if spec.name == flag)
-                     for owner in owners]
-            if len({str(spec.type) for spec in specs}) > 1:
-                raise TypeError(f"--{flag} has different types in methods {', '.join(owners)}")
-            per_method = ", ".join(f"{owner}: {spec.default}" for owner, spec in zip(owners, specs))
-            metadata = {**specs[0].metadata, "help": f"{specs[0].metadata['help']} (default per method: {per_method})"}
-            shared.append((flag, specs[0].type, dataclasses.field(default=specs[0].default, metadata=metadata)))
-    composed = dataclasses.make_dataclass(base.__name__.replace("Vision", "Train"), shared,
-                                          bases=(*extra, base), frozen=True)
-    composed.__module__ = __name__
-    composed.__doc__ = "main.py's flags: the shared ones, the vision ones, and every method's own."
-    return composed
-
-
-TrainConfig = with_method_flags(VisionConfig, METHODS)
+TrainConfig = with_method_flags(VisionConfig, METHODS, "TrainConfig",
+                                "main.py's flags: the shared ones, the vision ones, and every method's own.")

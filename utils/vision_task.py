@@ -24,6 +24,7 @@ from utils.errors import UserError
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
 from utils.run.atomic import atomic_write_bytes
+from utils.task import CLEAN_TRAINING_LABELS
 from utils.train_config import TrainConfig
 
 
@@ -56,13 +57,24 @@ def describe_noise(dataset: NoisyDataset, config: TrainConfig) -> str:
             f"realised rate {dataset.actual_rate:.4f}")
 
 
+# The official main.py's optimizer and schedule: SGD (momentum 0.9) with MultiStepLR(40, 80), 0.1
+MILESTONES = (40, 80)
+
+
 class VisionTask:
+    """The task interface (utils/task.py) on MNIST, CIFAR-10/100, CIFAR-N and digits."""
+
+    provides = frozenset({CLEAN_TRAINING_LABELS})
+
     def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
                  show_progress: bool = False) -> None:
         self.config = config
+        self.name = config.dataset
         self.device = device
         self.num_classes = dataset.vision.num_classes
         self.actual_noise_rate = dataset.actual_rate
+        # CIFAR-N's people fixed the rate: a method that assumes one takes the realised rate
+        self.assumed_noise_rate = dataset.actual_rate if config.human_noise else config.noise_rate
         self.show_progress = show_progress
         # differs from the official code: drawn from one `torch.Generator` seeded with `--seed`
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -113,6 +125,13 @@ class VisionTask:
         """A fresh network with SGD (momentum 0.9) and MultiStepLR(milestones) unless None."""
         config = self.config
         return sgd_trainer(self.new_model(), config.lr, config.weight_decay, config.sgd, milestones)
+
+    def default_trainer(self) -> Trainer:
+        """A fresh network with the official optimizer and schedule (SGD, MultiStepLR(40, 80))."""
+        return self.new_trainer(milestones=MILESTONES)
+
+    def sum_over_processes(self, sums: dict[str, float]) -> dict[str, float]:
+        return sums  # main.py runs one process
 
     def fingerprint(self) -> str:
         """What the run trains and is tested on, hashed: images, clean and noisy labels, the split. A

@@ -58,9 +58,10 @@ def test_main_py_gives_the_numbers_of_the_code_before_the_step_interface(tmp_pat
     assert result["test_acc"] > 0
 
 
-def test_clothing_py_gives_the_numbers_of_the_code_before_the_run_driver(tmp_path):
+@pytest.mark.parametrize("commit", [BEFORE_RUN_DRIVER, BEFORE_STEP_INTERFACE])
+def test_clothing_py_gives_the_numbers_of_earlier_code(tmp_path, commit):
     data = tiny_with_index(tmp_path / "data")
-    reference = reference_tree(BEFORE_RUN_DRIVER, tmp_path / "reference-code")
+    reference = reference_tree(commit, tmp_path / "reference-code")
     records = {}
     for side, script in (("today", REPO / "Clothing.py"), ("reference", reference / "Clothing.py")):
         folder = tmp_path / side

@@ -16,12 +16,10 @@ from utils.run.config import option
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_every_entry_names_loops_that_exist():
+def test_every_entry_names_one_loop_that_exists_and_runs_on_both_entry_points():
     for method in METHODS.values():
-        assert method.loop_class().__name__ in method.loop
-        if method.clothing_loop:
-            assert method.loop_class(clothing=True).__name__ in method.clothing_loop
-    assert CLOTHING_METHODS == ("memomentum",)
+        assert method.loop_class().__name__ == method.loop.partition(":")[2]
+    assert CLOTHING_METHODS == tuple(METHODS)
 
 
 def test_each_declared_flag_is_found_with_the_methods_that_add_it():
@@ -38,12 +36,13 @@ class TwinOptions:  # a second method with Co-teaching's --forget_rate, as JoCoR
 
 def test_a_flag_several_methods_add_has_a_default_per_method_and_reaches_their_runs_only(monkeypatch, tmp_path):
     from utils.sweeps.grid import build_jobs, expand_runs, parse_extra, parse_grid
-    from utils.train_config import VisionConfig, with_method_flags
+    from utils.methods import with_method_flags
+    from utils.train_config import VisionConfig
 
     monkeypatch.setitem(METHODS, "twin", Method("twin", "Twin", "utils.methods.ce:CrossEntropy",
                                                 options=TwinOptions))
     assert flag_methods()["forget_rate"] == ("coteaching", "twin")
-    config_class = with_method_flags(VisionConfig, METHODS)
+    config_class = with_method_flags(VisionConfig, METHODS, "TwinConfig", "")
     assert config_class.defaults_for({"method": "twin"})["forget_rate"] == 0.25
     assert config_class.defaults_for({"method": "coteaching"})["forget_rate"] is None
     assert "coteaching: None, twin: 0.25" in next(

@@ -60,7 +60,7 @@ def test_bundled_grids_load_and_cover_the_paper() -> None:
         ("cifar10", "aggre", None), ("cifar10", "random1", None), ("cifar10", "random2", None),
         ("cifar10", "random3", None), ("cifar10", "worst", None), ("cifar100", "noisy", None)]
     clothing = load_grid("clothing1m")
-    assert clothing.entry_point == "Clothing.py" and clothing.methods == ("memomentum",)
+    assert clothing.entry_point == "Clothing.py" and clothing.methods == ("memomentum", "ce", "coteaching")
     digits = load_grid("digits")
     assert {(s.dataset, s.noise_type, s.noise_rate) for s in digits.settings} == {
         ("digits", "instance", 0.4), ("digits", "symmetric", 0.4)}
@@ -154,10 +154,9 @@ def test_runs_expand_settings_then_methods_then_seeds() -> None:
 
 
 def test_runs_refuse_bad_methods_and_seeds() -> None:
-    clothing = load_grid("clothing1m")
-    with pytest.raises(UserError, match="runs only memomentum; not ce"):
-        expand_runs(clothing, ["memomentum", "ce"], [1])
     grid = parse_grid(small_grid(), "g", "g.json")
+    with pytest.raises(UserError, match="not coteaching"):
+        expand_runs(grid, ["memomentum", "coteaching"], [1])
     with pytest.raises(UserError, match="must not repeat"):
         expand_runs(grid, None, [1, 1])
     with pytest.raises(UserError, match="at least one seed"):
@@ -208,11 +207,12 @@ def test_a_flag_a_method_never_reads_is_left_out_of_its_runs(tmp_path: Path) -> 
 
 def test_clothing_command_has_no_dataset_flags(tmp_path: Path) -> None:
     grid = load_grid("clothing1m")
-    (run,) = expand_runs(grid, None, [2])
+    run, *others = expand_runs(grid, None, [2])
+    assert [other.method for other in others] == ["ce", "coteaching"]
     assert run.name == "clothing1m-real-seed2-memomentum"
     assert build_command(grid, run, tmp_path, "py") == (
-        "py", "Clothing.py", "--seed", "2", "--output_dir", str(tmp_path), "--model_dir", str(tmp_path / "model"),
-        "--resume", "auto")
+        "py", "Clothing.py", "--method", "memomentum", "--seed", "2", "--output_dir", str(tmp_path),
+        "--model_dir", str(tmp_path / "model"), "--resume", "auto")
 
 
 def test_flag_arguments_and_extra_parsing() -> None:

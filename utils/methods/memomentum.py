@@ -50,6 +50,15 @@ class MeMomentumState(LoopState):
     last_round: float = 0.0      # inner_best at the end of the previous inner round
 
 
+def me_momentum(task: Any, run: Any, title: str) -> TrainerLoop:
+    """Me-Momentum's loop for `task`: the official code is two algorithms, main.py's (this file) and
+    Clothing.py's (utils/methods/memomentum_clothing1m.py), both kept as they are."""
+    if task.name == "clothing1m":
+        from utils.methods.memomentum_clothing1m import MeMomentumClothing1M  # its imports only when needed
+        return MeMomentumClothing1M(task, run, title)
+    return MeMomentum(task, run, title)
+
+
 class MeMomentum(TrainerLoop):
     State = MeMomentumState
 

@@ -15,8 +15,9 @@
                  best checkpoint also predicts as c  (the model itself keeps training)
     report the test accuracy of the model with the best validation accuracy
 
-The data, network and passes are in utils/clothing_task.py, the per-class rules in utils/selection.py
-and utils/metrics.py; starting, resuming, checkpoints and result files are the run driver's.
+The data, network and passes are the task's (utils/clothing_task.py, through the task interface), the
+per-class rules in utils/selection.py and utils/metrics.py; starting, resuming, checkpoints and result
+files are the run driver's.
 """
 from __future__ import annotations
 
@@ -30,10 +31,9 @@ import numpy as np
 import torch
 
 from data.clothing_index import class_counts
-from utils.clothing_task import (ClassWeightedLoss, ClothingTask, class_weights, load_weights,
-                                 network_without_drawing, new_trainer, predict_positions, train_epoch, validate)
-from utils.engine import Trainer
+from utils.engine import EpochStats, Trainer, supervised_step
 from utils.errors import CheckpointError, UserError
+from utils.metrics import per_class_accuracy_precision, per_class_scores, readable_accuracy
 from utils.run.atomic import atomic_torch_save
 from utils.run.distributed import all_reduce_sum, barrier
 from utils.run.loop import LoopState, TrainerLoop
@@ -65,12 +65,33 @@ class ClothingState(LoopState):
         return self.inner == 0 and self.epoch == 0
 
 
+def class_weights(train_counts: np.ndarray, val_counts: np.ndarray) -> np.ndarray:
+    """w_c = (mean_k n_k / n_c) · (v_c / mean_k v_k), computed in float64 as officially.
+
+    A class absent from the training set gets weight 0 instead of the official inf; no
+    training example carries that label, so the loss is the same.
+    """
+    n = np.asarray(train_counts, dtype=np.float64)
+    v = np.asarray(val_counts, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = (n.mean() / n) * (v / v.mean())
+    return np.where(n > 0, weights, 0.0)
+
+
+@dataclass(frozen=True)
+class Validation:
+    accuracy: float                  # overall accuracy on the clean validation set, % (compared unrounded)
+    per_class_acc: np.ndarray
+    per_class_precision: np.ndarray
+    scores: np.ndarray
+
+
 class MeMomentumClothing1M(TrainerLoop):
     State = ClothingState
 
-    def __init__(self, task: ClothingTask, run: Any, title: str) -> None:
+    def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
-        self.state.train_positions = np.arange(len(task.splits.train), dtype=np.int64)
+        self.state.train_positions = np.arange(task.num_train, dtype=np.int64)
         self.state.reset_class_bests(self.config.num_classes)
 
     # ------------------------------------------------------------------ the loop
@@ -78,8 +99,8 @@ class MeMomentumClothing1M(TrainerLoop):
         s, config = self.state, self.config
         while s.outer < config.max_outer_loop:  # one inner round per pass
             if self.trainer is None or s.starts_outer_round:
-                self.trainer = new_trainer(self.task)
-            loss_fn = ClassWeightedLoss(self.training_class_weights(), self.run.context.world_size)
+                self.trainer = self.task.new_trainer()
+            loss_fn = self.task.class_weighted_loss(self.training_class_weights())
             while s.epoch < config.n_epoch:
                 self.run_epoch(loss_fn)
             # The official code also rebuilds after the very last round; nothing uses that set.
@@ -96,16 +117,18 @@ class MeMomentumClothing1M(TrainerLoop):
             s.outer, s.inner = s.outer + 1, 0
             s.reset_class_bests(self.config.num_classes)
 
-    def run_epoch(self, loss_fn: ClassWeightedLoss) -> None:
+    def run_epoch(self, loss_fn: Any) -> None:
         """Train one epoch on S, validate, score the classes, save the weights, test if validation improved."""
         s, task, trainer = self.state, self.task, self.trainer
         started = time.time()
         lr = trainer.lr
-        train_loss, train_acc, bad = train_epoch(task, trainer, loss_fn, s.train_positions,
-                                                 f"outer {s.outer} inner {s.inner} epoch {s.epoch + 1}")
-        s.bad_images += bad
+        batches = task.training_batches(s.train_positions, f"outer {s.outer} inner {s.inner} epoch {s.epoch + 1}")
+        step = supervised_step(trainer.model, trainer.optimizer, loss_fn, self.config.amp)
+        stats = EpochStats.of(self.train_steps(batches, step, [trainer.model], "inner"))
+        train_loss, train_acc = loss_fn.epoch_loss(), stats.accuracy
+        s.bad_images += task.unreadable_in_training()
         self.require_finite(train_loss, "inner")
-        validation = validate(task, trainer)
+        validation = self.validate()
         trainer.step_schedule()
         weights_file = self.save_epoch_weights(validation.accuracy)
         s.best_scores, s.best_files = update_best_checkpoints(s.best_scores, s.best_files, validation.scores,
@@ -133,11 +156,17 @@ class MeMomentumClothing1M(TrainerLoop):
         s.epoch_files.append(str(path))
         return str(path)
 
-    def training_class_weights(self) -> torch.Tensor:
+    def validate(self) -> Validation:
+        """Clean validation set, eval transform: overall accuracy and the per-class scores."""
+        predictions, labels = self.task.validation_predictions(self.trainer.model)
+        per_class_acc, per_class_precision = per_class_accuracy_precision(predictions, labels, self.config.num_classes)
+        return Validation(readable_accuracy(predictions, labels), per_class_acc, per_class_precision,
+                          per_class_scores(per_class_acc, per_class_precision, self.config.beta))
+
+    def training_class_weights(self) -> np.ndarray:
         splits = self.task.splits
         noisy_labels = splits.labels[splits.train[self.state.train_positions]]
-        weights = class_weights(class_counts(noisy_labels, self.config.num_classes), self.task.val_counts)
-        return torch.tensor(weights, dtype=torch.float32, device=self.task.device)
+        return class_weights(class_counts(noisy_labels, self.config.num_classes), self.task.val_counts)
 
     def rebuild_after_round(self) -> None:
         """S := per class, the examples of the original noisy list its best checkpoint agrees with."""
@@ -201,7 +230,7 @@ class MeMomentumClothing1M(TrainerLoop):
         if missing:
             raise CheckpointError(f"the checkpoint needs weight files that are gone: {', '.join(missing[:3])}")
         if saved["model"] is not None:
-            self.trainer = new_trainer(self.task, saved)
+            self.trainer = self.task.new_trainer(saved)
 
     def result_fields(self) -> dict[str, Any]:
         bad = all_reduce_sum(torch.tensor([self.task.bad_in_prediction], device=self.task.device))
@@ -210,16 +239,16 @@ class MeMomentumClothing1M(TrainerLoop):
                 "bad_images_in_training": s.bad_images, "bad_images_in_prediction": int(bad[0])}
 
 
-def predict_by_class_checkpoints(task: ClothingTask, noisy_labels: np.ndarray, files: list[str]) -> np.ndarray:
+def predict_by_class_checkpoints(task: Any, noisy_labels: np.ndarray, files: list[str]) -> np.ndarray:
     """For every training example, the prediction of its noisy class's checkpoint (eval transform)."""
     barrier()  # rank 0 must have finished writing the weight files the other ranks now read
-    model = network_without_drawing(task, None)
+    model = task.network_for_weights()
     predictions = np.full(len(noisy_labels), -1, dtype=np.int64)
     for weights_file, positions in examples_by_checkpoint(noisy_labels, files).items():
         if len(positions) == 0:  # the same on every rank: no collective is skipped by only some
             continue
-        model.load_state_dict(load_weights(weights_file, task.device))
-        predictions[positions] = predict_positions(task, model, task.splits.train[positions])
+        model.load_state_dict(task.load_weights(weights_file))
+        predictions[positions] = task.train_predictions(model, positions)
     return predictions
 
 

@@ -337,17 +337,17 @@ def flag_arguments(flags: Sequence[tuple[str, FlagValue]]) -> list[str]:
 def build_command(grid: Grid, run: Run, run_dir: Path, python: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
     """The command line of one run, to be started from the repository root."""
     command = [python, grid.entry_point]
-    if grid.entry_point == "main.py":  # Clothing.py has one dataset, one kind of noise, one method
+    if grid.entry_point == "main.py":  # Clothing.py has one dataset and one kind of noise
         command += ["--dataset", run.setting.dataset, "--noise_type", run.setting.noise_type]
         if run.setting.noise_rate is not None:
             command += ["--noise_rate", format_rate(run.setting.noise_rate)]
-        command += ["--method", run.method]
+    command += ["--method", run.method]
     command += ["--seed", str(run.seed)]
     # A flag given in `extra` replaces the grid's value (e.g. a shorter --n_epoch for a quick check);
     # a flag one method adds (Co-teaching's --forget_rate) goes to that method's runs only.
     # and a flag a method never reads (--max_inner_loop for CE) is left out of its runs, which refuse it.
     owners = flag_methods()
-    unread = set(METHODS[run.method].unread_flags) if grid.entry_point == "main.py" else set()
+    unread = set(METHODS[run.method].unread_flags)
 
     def for_this_method(name: str) -> bool:
         return run.method in owners.get(name, (run.method,)) and name not in unread
