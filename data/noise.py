@@ -52,6 +52,13 @@ def symmetric_all_transition(num_classes: int, rate: float) -> np.ndarray:
     return transition
 
 
+def symmetric_include_transition(num_classes: int, rate: float) -> np.ndarray:
+    """PES's symmetric noise (`include_noise`, as PES-semi draws it): `symmetric_transition` at the rate
+    scaled by 1 - 1/C, computed in that order. The same matrix as `symmetric_all` up to the last bits,
+    which decide a few draws (tests/data/test_noise.py), so the authors' arithmetic is kept."""
+    return symmetric_transition(num_classes, rate * (1 - 1 / num_classes))
+
+
 def pairflip_transition(num_classes: int, rate: float) -> np.ndarray:
     """Row-stochastic T with 1 - rate on the diagonal and rate at (i, (i + 1) mod C)."""
     transition = np.eye(num_classes) * (1.0 - rate)
@@ -75,6 +82,7 @@ NOISE_TYPES: dict[str, NoiseType] = {noise.name: noise for noise in (
     NoiseType("pairflip", "Pair", pairflip_transition),
     NoiseType("instance", "IDN"),
     NoiseType("symmetric_all", "Sym-all", symmetric_all_transition),
+    NoiseType("symmetric_include", "Sym-incl", symmetric_include_transition),
 )}
 
 

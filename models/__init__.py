@@ -9,13 +9,15 @@ from torch import nn
 
 from models.cnn9 import CNN9
 from models.lenet import LeNet
-from models.resnet import resnet18, resnet34
+from models.resnet import pes_resnet18, pes_resnet34, resnet18, resnet34
 
 MODEL_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
     "lenet": LeNet,
     "resnet18": resnet18,     # the CIFAR-style ResNets of the official code
     "resnet34": resnet34,
     "cnn9": CNN9,             # Co-teaching's 9-layer CNN
+    "pes_resnet18": pes_resnet18,  # PES's ResNets: the same with a padded stem
+    "pes_resnet34": pes_resnet34,
 }
 
 
@@ -41,3 +43,8 @@ def takes_images(name: str, num_classes: int, image_shape: tuple[int, int, int])
         except RuntimeError:
             return False
     return True
+
+
+def renews_layers(model: nn.Module) -> bool:
+    """Whether the network can renew its last layers (PES): LeNet and the CIFAR ResNets."""
+    return callable(getattr(model, "renew_last_layers", None))

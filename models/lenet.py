@@ -34,3 +34,13 @@ class LeNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(images))
+
+    def renew_last_layers(self, stages: int) -> list[str]:
+        """Ours, for PES on MNIST/digits (its authors' code has no LeNet): new last `stages` + 1 fully
+        connected layers (at most all three), in the order the network builds them; returns their names."""
+        linear_positions = [i for i, module in enumerate(self.classifier) if isinstance(module, nn.Linear)]
+        renewed = linear_positions[-min(stages + 1, len(linear_positions)):]
+        for position in renewed:
+            old = self.classifier[position]
+            self.classifier[position] = nn.Linear(old.in_features, old.out_features)
+        return [f"classifier.{position}" for position in renewed]

@@ -1,7 +1,8 @@
-"""CIFAR-style ResNet-18/34 as in the official code (docs/method.md, "Data").
+"""CIFAR-style ResNet-18/34 as in the official code (docs/method.md, "Data"), and as in PES's.
 
 Differs from the ImageNet ResNet: a 3×3 stride-1 stem with **no padding** (32×32 → 30×30),
-no max-pool, and BasicBlocks throughout.
+no max-pool, and BasicBlocks throughout. PES's authors' ResNets are the same with a padded stem
+(32×32 stays 32×32), and can renew their last stages and classifier (`renew_last_layers`).
 """
 from __future__ import annotations
 
@@ -30,23 +31,39 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+STAGE_CHANNELS, STAGE_STRIDES = (64, 128, 256, 512), (1, 2, 2, 2)
+
+
+def make_stage(channels_in: int, channels: int, blocks: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(*[BasicBlock(channels_in if i == 0 else channels, channels, stride if i == 0 else 1)
+                           for i in range(blocks)])
+
+
 class CifarResNet(nn.Module):
     def __init__(self, blocks_per_stage: tuple[int, int, int, int], num_classes: int,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, stem_padding: int = 0) -> None:
         super().__init__()
-        # padding=0 is the official stem: it shrinks 32×32 to 30×30 (kept for faithfulness).
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=0, bias=False)
+        self.blocks_per_stage = blocks_per_stage
+        # padding=0 is the official stem: it shrinks 32×32 to 30×30 (kept for faithfulness); PES pads it.
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=stem_padding, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        stages, channels_in = [], 64
-        for channels, blocks, stride in zip((64, 128, 256, 512), blocks_per_stage, (1, 2, 2, 2)):
-            layers = []
-            for block_stride in [stride] + [1] * (blocks - 1):
-                layers.append(BasicBlock(channels_in, channels, block_stride))
-                channels_in = channels
-            stages.append(nn.Sequential(*layers))
+        stages = [make_stage(channels_in, channels, blocks, stride) for channels_in, channels, blocks, stride
+                  in zip((64, *STAGE_CHANNELS[:-1]), STAGE_CHANNELS, blocks_per_stage, STAGE_STRIDES)]
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.linear = nn.Linear(512, num_classes)
+
+    def renew_last_layers(self, stages: int) -> list[str]:
+        """PES's `renew_layers`: new (freshly initialised) last `stages` stages (at most 3: layer2 to
+        layer4) and a new classifier, drawn from torch's generator in its order; returns the names of
+        the modules renewed."""
+        renewed = []
+        for index in range(4 - min(stages, 3), 4):  # layer2 .. layer4, the last `stages` of them
+            setattr(self, f"layer{index + 1}", make_stage(STAGE_CHANNELS[index - 1], STAGE_CHANNELS[index],
+                                                          self.blocks_per_stage[index], STAGE_STRIDES[index]))
+            renewed.append(f"layer{index + 1}")
+        self.linear = nn.Linear(512, self.linear.out_features)
+        return [*renewed, "linear"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -60,3 +77,11 @@ def resnet18(num_classes: int, in_channels: int = 3) -> CifarResNet:
 
 def resnet34(num_classes: int, in_channels: int = 3) -> CifarResNet:
     return CifarResNet((3, 4, 6, 3), num_classes, in_channels)
+
+
+def pes_resnet18(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    return CifarResNet((2, 2, 2, 2), num_classes, in_channels, stem_padding=1)
+
+
+def pes_resnet34(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    return CifarResNet((3, 4, 6, 3), num_classes, in_channels, stem_padding=1)

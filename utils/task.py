@@ -20,6 +20,9 @@ from utils.metrics import TestAccuracy
 
 # What a task may have beyond the interface (Task.provides):
 CLEAN_TRAINING_LABELS = "clean training labels"  # the true label of every training example (synthetic noise)
+# training_set_logits(model): outputs for every training example, augmented as in training;
+# validation_predictions(model): (prediction, noisy label) of every validation example
+TRAINING_SET_OUTPUTS = "outputs over the training and validation sets"
 
 
 class Task(Protocol):

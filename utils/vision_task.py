@@ -24,7 +24,7 @@ from utils.errors import UserError
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
 from utils.run.atomic import atomic_write_bytes
-from utils.task import CLEAN_TRAINING_LABELS
+from utils.task import CLEAN_TRAINING_LABELS, TRAINING_SET_OUTPUTS
 from utils.train_config import TrainConfig
 
 
@@ -64,7 +64,7 @@ MILESTONES = (40, 80)
 class VisionTask:
     """The task interface (utils/task.py) on MNIST, CIFAR-10/100, CIFAR-N and digits."""
 
-    provides = frozenset({CLEAN_TRAINING_LABELS})
+    provides = frozenset({CLEAN_TRAINING_LABELS, TRAINING_SET_OUTPUTS})
 
     def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
                  show_progress: bool = False) -> None:
@@ -115,9 +115,10 @@ class VisionTask:
         return {"dataset": self.config.dataset, "noise_type": self.config.noise_type,
                 "noise_rate": rate, "actual_noise_rate": self.actual_noise_rate}
 
-    def new_model(self) -> nn.Module:
-        """A fresh network (initialised from torch's global generator, seeded once per run)."""
-        model = build_model(self.config.network_name, self.num_classes, self.train_images.shape[1],
+    def new_model(self, network: str | None = None) -> nn.Module:
+        """A fresh network, `--network` or the dataset's unless `network` names another (initialised from
+        torch's global generator, seeded once per run)."""
+        model = build_model(network or self.config.network_name, self.num_classes, self.train_images.shape[1],
                             self.config.cnn9_dropout)
         return place_network(model, self.device, self.channels_last, self.config.compile)
 
@@ -189,6 +190,11 @@ class VisionTask:
         unless --predict_clean (docs/method.md, "Where we differ from the official code")."""
         logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
         return class_balanced_accuracy(logits.argmax(1), self.val_labels, self.num_classes)
+
+    def validation_predictions(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, noisy label) of every validation example, augmented as `validate` does."""
+        logits = self.logits(model, self.val_images, augment=not self.config.predict_clean)
+        return logits.argmax(1), self.val_labels
 
     def test_predictions(self, model: nn.Module) -> torch.Tensor:
         return self.logits(model, self.test_images, augment=False).argmax(1)

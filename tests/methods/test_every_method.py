@@ -29,7 +29,9 @@ from utils.task import CLEAN_TRAINING_LABELS
 from utils.train_config import TrainConfig
 
 SHORT = {"memomentum": [], "ce": ["--n_epoch", "3"],
-         "coteaching": ["--n_epoch", "4", "--num_gradual", "2", "--num_iter_per_epoch", "3", "--batch_size", "64"]}
+         "coteaching": ["--n_epoch", "4", "--num_gradual", "2", "--num_iter_per_epoch", "3", "--batch_size", "64"],
+         "pes": ["--n_epoch", "5", "--T1", "2", "--T2", "1", "--T3", "1", "--batch_size", "64"]}
+LAST_BATCH = {"memomentum": 30, "ce": 30, "coteaching": 12, "pes": 30}  # a kill falls within the run
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +64,7 @@ def kill_at_a_random_batch(seed: str, last: int):
 def test_every_method_killed_at_a_random_batch_resumes_bit_for_bit_on_digits(tmp_path, monkeypatch, method):
     args = for_method(TINY_DIGITS, method) + SHORT[method] + ["--output_dir", "run", "--checkpoint_every", "0"]
     reference = uninterrupted(tmp_path, monkeypatch, args)
-    assert kill_then_resume(tmp_path, monkeypatch, args, kill_at_a_random_batch(method, 12)) == reference
+    assert kill_then_resume(tmp_path, monkeypatch, args, kill_at_a_random_batch(method, LAST_BATCH[method])) == reference
     assert reference[0]["test_acc"] > 0
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import reproduce
 from utils.errors import UserError
+from utils.methods import METHODS
 from utils.sweeps.grid import (
     Run,
     Setting,
@@ -251,18 +252,18 @@ def test_dry_run_prints_and_writes_nothing(tmp_path: Path, capsys: pytest.Captur
     assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(out), "--dry_run",
                            "--extra", "--n_epoch 2"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("start ") == 6 and "--n_epoch 2" in printed  # 2 settings x every method
+    assert printed.count("start ") == 2 * len(METHODS) and "--n_epoch 2" in printed  # 2 settings x every method
     assert not out.exists()
     assert reproduce.main(["--grid", "digits", "--seeds", "1", "--out", str(out), "--dry_run",
                            "--launcher", "slurm"]) == 0
-    assert "#SBATCH --array=0-5" in capsys.readouterr().out
+    assert f"#SBATCH --array=0-{2 * len(METHODS) - 1}" in capsys.readouterr().out
     assert not out.exists()
 
 
 def test_slurm_launcher_writes_the_script(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "sweep"
-    assert reproduce.main(["--grid", "paper", "--seeds", "1", "2", "3", "--out", str(out),
-                           "--launcher", "slurm", "--slurm_gres", "none"]) == 0
+    assert reproduce.main(["--grid", "paper", "--seeds", "1", "2", "3", "--out", str(out), "--methods", "memomentum",
+                           "ce", "--launcher", "slurm", "--slurm_gres", "none"]) == 0
     script = (out / "slurm" / "sweep.sbatch").read_text()
     assert "#SBATCH --array=0-89\n" in script and "--gres" not in script
     assert len((out / "slurm" / "commands.txt").read_text().splitlines()) == 90

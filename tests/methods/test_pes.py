@@ -1,0 +1,98 @@
+"""PES (utils/methods/pes.py): its rules against its authors' PES_cs.py as docs/method.md describes them
+(the renewed layers, which parameters the SGD still updates, the confident set's class weights), its
+flags, and exact resumption from a kill in every phase."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import build_model
+from models.resnet import make_stage
+from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, uninterrupted
+from utils.experiments import open_vision_loop
+from utils.methods.pes import PES, confident_class_weights, t1_for
+from utils.run.config import parse_config
+from utils.run.driver import Run, run_training
+from utils.train_config import TrainConfig
+
+# 1,294 training examples in batches of 32: 40 full batches an epoch
+PES_DIGITS = [*for_method(TINY_DIGITS, "pes"), "--n_epoch", "6", "--T1", "2", "--T2", "1", "--T3", "1",
+              "--batch_size", "32", "--output_dir", "run", "--checkpoint_every", "0"]
+
+
+def test_the_resnets_renew_their_last_stages_and_classifier_in_their_order():
+    torch.manual_seed(0)
+    model = build_model("pes_resnet18", 10)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    torch.manual_seed(7)
+    assert model.renew_last_layers(1) == ["layer4", "linear"]
+    torch.manual_seed(7)
+    expected_layer4 = make_stage(256, 512, 2, 2)
+    for name, value in model.state_dict().items():
+        if name.startswith("layer4."):
+            assert torch.equal(value, expected_layer4.state_dict()[name.removeprefix("layer4.")])
+        elif not name.startswith("linear."):
+            assert torch.equal(value, before[name])  # the rest is untouched
+    assert model.renew_last_layers(3) == ["layer2", "layer3", "layer4", "linear"]
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert build_model("pes_resnet18", 10).conv1.padding == (1, 1)  # PES's stem is padded ...
+    assert build_model("resnet18", 10).conv1.padding == (0, 0)      # ... Me-Momentum's is not
+
+
+def test_lenet_renews_its_last_fully_connected_layers():
+    model = build_model("lenet", 10)
+    assert model.renew_last_layers(0) == ["classifier.5"]
+    assert model.renew_last_layers(1) == ["classifier.3", "classifier.5"]
+    assert model.renew_last_layers(5) == ["classifier.1", "classifier.3", "classifier.5"]
+
+
+def test_class_weights_are_the_mean_nonzero_count_over_each_count():
+    weights = confident_class_weights(np.array([0, 0, 0, 1, 3, 3]), 5)
+    np.testing.assert_allclose(weights, [2 / 3, 2.0, 0.0, 1.0, 0.0])
+
+
+def test_t1_defaults_per_dataset():
+    config = parse_config(TrainConfig, ["--method", "pes"], "")
+    assert (config.n_epoch, config.lr, config.T1, config.T2, config.T3, config.PES_lr) == (200, 0.1, 0, 7, 5, 1e-4)
+    assert [t1_for(config, name) for name in ("cifar10", "cifar100", "mnist")] == [25, 30, 25]
+    with pytest.raises(Exception, match="--T2 is a flag of --method pes"):
+        parse_config(TrainConfig, ["--T2", "3"], "")
+
+
+class RecordingPES(PES):
+    """Keeps the network's weights as they were at the end of epoch T1 (after refining)."""
+
+    after_refine = None
+
+    def finish_epoch(self, phase, sums, lr, started):
+        super().finish_epoch(phase, sums, lr, started)
+        if phase == "refine":
+            RecordingPES.after_refine = {k: v.clone() for k, v in self.trainer.module.state_dict().items()}
+
+
+def test_after_refining_the_sgd_never_updates_the_renewed_layers_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loops = []
+
+    def open_loop(run):
+        loop = open_vision_loop(run)
+        loops.append(RecordingPES(loop.task, run, loop.title))
+        return loops[-1]
+
+    assert run_training(lambda: parse_config(TrainConfig, PES_DIGITS, ""), open_loop) == 0
+    final, refined = loops[0].trainer.module.state_dict(), RecordingPES.after_refine
+    assert loops[0].state.frozen == ("classifier.3", "classifier.5")
+    for name, value in final.items():
+        same = torch.equal(value, refined[name])
+        assert same == name.startswith(("classifier.3.", "classifier.5.")), name  # the rest goes on training
+
+
+@pytest.mark.parametrize("batch", [50, 100, 140, 170])  # warm-up, first refining stage, second, confident set
+def test_a_run_killed_in_any_phase_resumes_bit_for_bit(tmp_path, monkeypatch, batch):
+    reference = uninterrupted(tmp_path, monkeypatch, PES_DIGITS)
+    resumed = kill_then_resume(tmp_path, monkeypatch, PES_DIGITS,
+                               lambda patch: kill_on_call(patch, Run, "should_stop", batch))
+    assert resumed == reference
+    phases = [record.get("phase") for record in reference[1] if record["kind"] == "epoch"]
+    assert phases == ["warmup", "warmup", "refine", "refine", "pes", "pes", "pes"]
