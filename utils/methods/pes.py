@@ -105,9 +105,18 @@ class PES(TrainerLoop):
         if not callable(getattr(model, "renew_last_layers", None)):
             raise UserError(f"--method pes renews the last layers of LeNet or the CIFAR ResNets, not of "
                             f"{config.network}; leave --network out")
-        optimizer = torch.optim.SGD(self.sgd_parameters(model), lr=config.lr, momentum=0.9,
-                                    weight_decay=config.weight_decay)
+        trained = self.sgd_parameters(model)
+        self.train_only(model, trained)
+        optimizer = torch.optim.SGD(trained, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
         return Trainer(model, optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(LR_MILESTONES), 0.1))
+
+    @staticmethod
+    def train_only(model: nn.Module, parameters: list[nn.Parameter]) -> None:
+        """Gradients for `parameters` of `model` only. Their code unfreezes every parameter after refining;
+        the renewed ones then get gradients that no optimizer applies, so not computing them changes no value."""
+        kept = {id(p) for p in parameters}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in kept)
 
     def sgd_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """What the SGD updates: every parameter, but for the modules renewed at T1 (their SGD was built
@@ -146,8 +155,7 @@ class PES(TrainerLoop):
             if s.refine_passes < sum(passes):
                 self.end_epoch(self.record("refine", sums, lr, started, self.validate()))
         self.refiner = None
-        for parameter in self.trainer.model.parameters():  # their code unfreezes all; the SGD skips the renewed
-            parameter.requires_grad_(True)
+        self.train_only(self.trainer.model, self.sgd_parameters(self.trainer.model))
         self.trainer.step_schedule()
         self.finish_epoch("refine", sums, self.config.PES_lr, time.time())
 
