@@ -49,9 +49,8 @@ CLOTHING_DEFAULTS = {"n_epoch": 15, "lr": 0.0008, "weight_decay": 0.0, "epoch_de
 @dataclass(frozen=True)
 class CoteachingOptions:
     forget_rate: float | None = option(None, "share of each batch a network leaves out of its peer's update "
-                                             "(default: --noise_rate; for human noise, the realised rate; on Clothing1M, its "
-                                             "estimated 0.3846)",
-                                       group=GROUP)
+                                             "(default: --noise_rate; for human noise, the realised rate; "
+                                             "on Clothing1M, its estimated 0.3846)", group=GROUP)
     num_gradual: int = option(10, "epochs over which the forget rate rises from 0", minimum=1, group=GROUP)
     exponent: float = option(1.0, "the rise reaches forget_rate ** exponent", group=GROUP)
     epoch_decay_start: int | None = option(None, "epoch from which Adam's learning rate falls linearly to 0 "
