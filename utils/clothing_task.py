@@ -23,7 +23,7 @@ from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
 from data.device_pipeline import batch_bounds
 from models.pretrained import StateDict, batch_of_one_trains, build_classifier, load_imagenet_state
 from utils.engine import Trainer, place_network, predict_logits, sgd_trainer, uses_channels_last
-from utils.errors import StopRequested
+from utils.errors import StopRequested, UserError
 from utils.metrics import TestAccuracy, batch_mean_accuracy, readable_accuracy
 from utils.run.checkpoint import load_checkpoint
 from utils.run.distributed import (STOP_POLL_EVERY, DistContext, all_reduce_sum, broadcast_buffers, gather_objects,
@@ -152,7 +152,7 @@ class ClothingTask:
         # A last batch of one image is a batch of its own, as officially, unless the images are so small
         # that BatchNorm would fail on it: then it joins the batch before it (docs/clothing1m.md).
         # differs from the official code: a last batch of one joins the batch before it
-        fold = not batch_of_one_trains(config.image_size)
+        fold = not drop_last and not batch_of_one_trains(config.image_size)
         bounds = batch_bounds(len(mine), batch_size, fold_single_last=fold)
         batches = self.training_pass(mine, bounds, batch_size, fold, drop_last)
         total = sum(1 for start, stop in bounds if not drop_last or stop - start == batch_size)
@@ -186,9 +186,11 @@ class ClothingTask:
         return ClassWeightedLoss(torch.tensor(weights, dtype=torch.float32, device=self.device),
                                  self.context.world_size)
 
-    def new_model(self) -> nn.Module:
+    def new_model(self, name: str | None = None) -> nn.Module:
         """A fresh network: ImageNet weights (unless --no_pretrain) with a new last layer; under torchrun
-        wrapped in DistributedDataParallel."""
+        wrapped in DistributedDataParallel. Its architecture is --arch's (`name` must be None)."""
+        if name is not None:
+            raise UserError(f"Clothing.py trains --arch {self.config.arch}, not {name}")
         return wrap_model(network(self, self.imagenet_state), self.context, sync_batchnorm=not self.config.no_sync_bn)
 
     def default_trainer(self) -> Trainer:

@@ -140,9 +140,11 @@ class Trainer:
 
 
 def sgd_trainer(model: nn.Module, lr: float, weight_decay: float, kernels: str,
-                milestones: Sequence[int] | None, module: nn.Module | None = None) -> Trainer:
-    """SGD (momentum 0.9) for `model`, with MultiStepLR(milestones, 0.1) unless `milestones` is None."""
-    optimizer = make_sgd(model.parameters(), lr, weight_decay, kernels)
+                milestones: Sequence[int] | None, module: nn.Module | None = None,
+                parameters: Iterable[nn.Parameter] | None = None) -> Trainer:
+    """SGD (momentum 0.9) for `model` (or only its `parameters`), with MultiStepLR(milestones, 0.1)
+    unless `milestones` is None."""
+    optimizer = make_sgd(model.parameters() if parameters is None else parameters, lr, weight_decay, kernels)
     scheduler = MultiStepLR(optimizer, list(milestones), LR_GAMMA) if milestones is not None else None
     return Trainer(model, optimizer, scheduler, module)
 

@@ -2,10 +2,13 @@
 (docs/CONTRIBUTING.md, "Adding a method").
 
 Two tasks implement it: utils/vision_task.py (MNIST, CIFAR-10/100, CIFAR-N, digits; main.py) and
-utils/clothing_task.py (Clothing1M, one process or under torchrun; Clothing.py). A loop is written
-against this interface only (a test keeps methods from importing a task module), so every method runs
-on every dataset. What a task has beyond it is named in `provides`, and a method that needs such a
-thing declares it (`Method.needs`): a task without it refuses the method in one line.
+utils/clothing_task.py (Clothing1M, one process or under torchrun; Clothing.py). A method imports no
+task module (a test keeps it so): a loop written against this interface alone runs on every dataset
+(CE and Co-teaching do). What a task has beyond it is named in `provides`, and a method that needs
+such a thing declares it (`Method.needs`): a task without it refuses the method in one line. PES
+needs the vision task's outputs over the training set; Me-Momentum's two official algorithms each
+use their own task's further members (memomentum.py the vision task's, memomentum_clothing1m.py
+Clothing1M's per-class validation, class-weighted loss and per-file predictions).
 """
 from __future__ import annotations
 
@@ -49,8 +52,9 @@ class Task(Protocol):
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The batch's mean cross-entropy as the task trains it."""
 
-    def new_model(self) -> nn.Module:
-        """A fresh network of the task (the one that trains: DistributedDataParallel under torchrun)."""
+    def new_model(self, name: str | None = None) -> nn.Module:
+        """A fresh network of the task (the one that trains: DistributedDataParallel under torchrun);
+        `name` names another of the task's networks (main.py: models/__init__.py's)."""
 
     def default_trainer(self) -> Trainer:
         """A fresh network with the task's own optimizer and schedule (its official code's)."""

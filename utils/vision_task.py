@@ -115,12 +115,16 @@ class VisionTask:
         return {"dataset": self.config.dataset, "noise_type": self.config.noise_type,
                 "noise_rate": rate, "actual_noise_rate": self.actual_noise_rate}
 
-    def new_model(self, network: str | None = None) -> nn.Module:
-        """A fresh network, `--network` or the dataset's unless `network` names another (initialised from
+    def new_model(self, name: str | None = None) -> nn.Module:
+        """A fresh network, `--network` or the dataset's unless `name` names another (initialised from
         torch's global generator, seeded once per run)."""
-        model = build_model(network or self.config.network_name, self.num_classes, self.train_images.shape[1],
+        model = build_model(name or self.config.network_name, self.num_classes, self.train_images.shape[1],
                             self.config.cnn9_dropout)
         return place_network(model, self.device, self.channels_last, self.config.compile)
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """`model` (or the layers just added to it) on the device, in the task's memory format."""
+        return place_network(model, self.device, self.channels_last, "off")
 
     def new_trainer(self, milestones: Sequence[int] | None) -> Trainer:
         """A fresh network with SGD (momentum 0.9) and MultiStepLR(milestones) unless None."""

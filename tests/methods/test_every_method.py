@@ -167,3 +167,5 @@ def test_ce_and_coteaching_run_on_clothing1m_under_torchrun_with_two_processes(t
     result, metrics = comparable(tmp_path / "run")
     assert (result["method"], result["world_size"]) == (method, 2) and result["test_acc_last"] is not None
     assert done.stdout.count("configuration:") == 1 and len(metrics) == (3 if method == "ce" else 2)
+    if method == "ce":  # the figures of both processes, added up: every example once
+        assert metrics[0]["train_size"] == len(tiny.train_keys)

@@ -96,3 +96,23 @@ def test_a_run_killed_in_any_phase_resumes_bit_for_bit(tmp_path, monkeypatch, ba
     assert resumed == reference
     phases = [record.get("phase") for record in reference[1] if record["kind"] == "epoch"]
     assert phases == ["warmup", "warmup", "refine", "refine", "pes", "pes", "pes"]
+
+
+@pytest.mark.parametrize("batch", [140, 220])  # the second pass of each refining stage (its Adam restored)
+def test_a_run_killed_inside_a_refining_stage_resumes_bit_for_bit(tmp_path, monkeypatch, batch):
+    args = [*PES_DIGITS, "--T2", "2", "--T3", "2", "--n_epoch", "4"]
+    reference = uninterrupted(tmp_path, monkeypatch, args)
+    resumed = kill_then_resume(tmp_path, monkeypatch, args, lambda patch: kill_on_call(patch, Run, "should_stop", batch))
+    assert resumed == reference
+    result, metrics = reference
+    epochs = [record for record in metrics if record["kind"] == "epoch"]
+    assert [record.get("refine_pass") for record in epochs if record["phase"] == "refine"] == [1, 2, 3, 4]
+    assert result["epochs"] == len(epochs) == 2 + 4 + 1  # the last refining pass is epoch T1's record
+
+
+def test_settings_pes_cannot_run_are_refused():
+    for flags, message in ((["--data_percent", "1"], "leaves no validation set"),
+                           (["--predict_clean"], "--predict_clean has no effect with --method pes"),
+                           (["--PES_lr", "0"], "--PES_lr must be positive")):
+        with pytest.raises(Exception, match=message):
+            parse_config(TrainConfig, ["--method", "pes", *flags], "")

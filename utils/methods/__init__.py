@@ -1,9 +1,9 @@
 """The methods, one file each, found here by name (docs/CONTRIBUTING.md, "Adding a method").
 
 An entry says what a method is called (`--method NAME`, and its row name in tables and logs), its
-loop (written against the task interface, utils/task.py, so that it runs on MNIST/CIFAR/digits with
-main.py and on Clothing1M with Clothing.py), the flags it adds, the defaults its authors' code uses
-where they differ from each entry point's, what it needs of a task, and the settings it refuses.
+loop (written against the task interface, utils/task.py: main.py's MNIST/CIFAR/digits and
+Clothing.py's Clothing1M), the flags it adds, the defaults its authors' code uses where they differ
+from each entry point's, what it needs of a task beyond the interface, and the settings it refuses.
 Flag choices, sweeps, tables and plots take the list of methods from here. Loops are named as
 "module:name" and imported when a run needs one, so that main.py never pays for Clothing1M's imports.
 """
@@ -61,15 +61,16 @@ def check_memomentum(config: Any) -> None:
 
 METHODS: dict[str, Method] = {method.name: method for method in (
     Method("memomentum", "Me-Momentum", "utils.methods.memomentum:me_momentum", check=check_memomentum),
-    Method("ce", "Standard (CE)", "utils.methods.ce:CrossEntropy",
-           unread_flags=("select", "max_outer_loop", "max_inner_loop", "beta")),
+    Method("ce", "Standard (CE)", "utils.methods.ce:CrossEntropy", clothing_defaults={"n_epoch": 30},
+           unread_flags=("select", "max_outer_loop", "max_inner_loop", "beta", "keep_all_checkpoints")),
     Method("coteaching", "Co-teaching", "utils.methods.coteaching:CoTeaching", options=coteaching.CoteachingOptions,
            defaults={"n_epoch": 200, "lr": 0.001, "weight_decay": 0.0},
            clothing_defaults=coteaching.CLOTHING_DEFAULTS, check=coteaching.check,
-           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "beta")),
+           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "beta", "keep_all_checkpoints")),
     Method("pes", "PES", "utils.methods.pes:PES", options=pes.PesOptions,
            defaults={"n_epoch": 200, "lr": 0.1, "weight_decay": 1e-4}, check=pes.check,
-           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd"), needs=(TRAINING_SET_OUTPUTS,)),
+           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean"),
+           needs=(TRAINING_SET_OUTPUTS,)),
 )}
 
 CLOTHING_METHODS = ("memomentum", "ce", "coteaching")  # PES on Clothing1M (PES_Clothing1M.py) is not here yet
@@ -114,8 +115,7 @@ class MethodFlags:
         for flag in METHODS[self.method].unread_flags:
             if flag in defaults:
                 require(getattr(self, flag) == defaults[flag],
-                        f"--{flag} has no effect with --method {self.method} (only Me-Momentum reads it); "
-                        f"leave it out")
+                        f"--{flag} has no effect with --method {self.method}; leave it out")
         method = METHODS[self.method]
         if method.check is not None:
             method.check(self)

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from utils.engine import Trainer, supervised_step
+from models import renews_layers
+from utils.engine import Trainer, sgd_trainer, supervised_step
 from utils.errors import UserError
 from utils.metrics import batch_mean_accuracy
 from utils.run.config import option
@@ -54,11 +55,16 @@ class PesOptions:
 
 
 def check(config: Any) -> None:
+    """Settings PES cannot run are refused."""
     if not config.PES_lr > 0:
         raise UserError(f"--PES_lr must be positive, got {config.PES_lr}")
+    if config.data_percent >= 1.0:
+        raise UserError("--data_percent 1 leaves no validation set, on which PES selects its reported model; "
+                        "use e.g. 0.9 (its authors' default)")
 
 
 def t1_for(config: Any, dataset: str) -> int:
+    """--T1, or its default for the dataset (0 means the default, as in its authors' code)."""
     return config.T1 or T1_DEFAULTS.get(dataset, T1_OURS)
 
 
@@ -102,13 +108,13 @@ class PES(TrainerLoop):
     def new_trainer(self) -> Trainer:
         config = self.config
         model = self.task.new_model(NETWORKS.get(self.task.name) if not config.network else None)
-        if not callable(getattr(model, "renew_last_layers", None)):
+        if not renews_layers(model):
             raise UserError(f"--method pes renews the last layers of LeNet or the CIFAR ResNets, not of "
                             f"{config.network}; leave --network out")
         trained = self.sgd_parameters(model)
         self.train_only(model, trained)
-        optimizer = torch.optim.SGD(trained, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-        return Trainer(model, optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(LR_MILESTONES), 0.1))
+        # torch's own SGD kernels, as its authors' code (--sgd does not apply)
+        return sgd_trainer(model, config.lr, config.weight_decay, "plain", LR_MILESTONES, parameters=trained)
 
     @staticmethod
     def train_only(model: nn.Module, parameters: list[nn.Parameter]) -> None:
@@ -149,10 +155,10 @@ class PES(TrainerLoop):
             step = supervised_step(self.trainer.model, self.refiner, None, self.config.amp)
             sums = self.train_steps(batches, step, [self.trainer.model], "refine")
             s.refine_passes += 1
-            s.epochs_run += 1
             if s.refine_passes == passes[0]:
                 self.refiner = None  # the next stage renews and builds its own
-            if s.refine_passes < sum(passes):
+            if s.refine_passes < sum(passes):  # the last pass is epoch T1's record (finish_epoch counts it)
+                s.epochs_run += 1
                 self.end_epoch(self.record("refine", sums, lr, started, self.validate()))
         self.refiner = None
         self.train_only(self.trainer.model, self.sgd_parameters(self.trainer.model))
@@ -165,7 +171,7 @@ class PES(TrainerLoop):
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         renewed = model.renew_last_layers(stages)
-        model.to(self.task.device)
+        self.task.place(model)  # the new layers on the device, in the network's memory format
         self.state.frozen = tuple(dict.fromkeys([*self.state.frozen, *renewed]))
         self.drop_replaced_parameters()
         self.refiner = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=self.config.PES_lr)

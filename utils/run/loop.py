@@ -140,8 +140,9 @@ class Loop:
     def train_steps(self, batches: Iterable[tuple], step: Step, networks: Sequence[nn.Module],
                     phase: str) -> dict[str, float]:
         """One pass of the method's `step` over `batches` (the engine's run_steps: training mode, the
-        sums, stop requests), refused when its loss is not finite; returns the step's sums."""
-        sums = run_steps(batches, step, networks, self.run.should_stop)
+        sums, stop requests), refused when its loss is not finite; returns the step's sums, added up
+        over the processes under torchrun (so that every process sees the same figures and stops alike)."""
+        sums = self.task.sum_over_processes(run_steps(batches, step, networks, self.run.should_stop))
         self.require_finite(sums.get("loss", 0.0), phase)
         return sums
 
