@@ -1,6 +1,7 @@
-"""Me-Momentum on Clothing1M (docs/clothing1m.md): parse the flags, then hand the run to the run driver.
+"""Clothing1M (docs/clothing1m.md): Me-Momentum, CE or Co-teaching; flags in, one run of the run driver.
 
     python Clothing.py                                   # one process (GPU, Apple MPS or CPU)
+    python Clothing.py --method ce                       # the "Standard" baseline (or --method coteaching)
     torchrun --nproc_per_node=8 Clothing.py              # eight GPUs; --batch_size stays global
     python Clothing.py --resume auto                     # continue after a preemption
 
