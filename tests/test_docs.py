@@ -126,7 +126,9 @@ def test_every_figure_of_the_comparisons_with_the_official_code_is_in_results():
             if not cells[0].isdigit():
                 continue
             seed = cells[0]
-            printed = re.findall(r"Test acc\s+([0-9.]+)", (REPO / folder / f"official-seed{seed}.log").read_text())
+            log = (REPO / folder / f"official-seed{seed}.log").read_text()
+            # the authors' final line: Me-Momentum's main.py "Test acc X", PES_cs.py's "Best Test Acc: X"
+            printed = re.findall(r"Test acc\s+([0-9.]+)", log) or re.findall(r"Best Test Acc:\s*([0-9.]+)", log)
             result = json.loads((REPO / folder / f"ours-seed{seed}" / "result.json").read_text())
             assert cells[1] == f"{float(printed[-1]):.2f}", (folder, row)
             assert cells[2] == f"{result['test_acc_official']:.2f}", (folder, row)

@@ -146,6 +146,7 @@ class PES(TrainerLoop):
         """Epoch T1: the two refining stages (T2 then T3 Adam epochs on every noisy example)."""
         s, passes = self.state, [getattr(self.config, option) for _, option in REFINES]
         sums: dict[str, float] = {}
+        started = time.time()
         while s.refine_passes < sum(passes):
             stage = 0 if s.refine_passes < passes[0] else 1
             if s.refine_passes in (0, passes[0]) and self.refiner is None:
@@ -163,7 +164,7 @@ class PES(TrainerLoop):
         self.refiner = None
         self.train_only(self.trainer.model, self.sgd_parameters(self.trainer.model))
         self.trainer.step_schedule()
-        self.finish_epoch("refine", sums, self.config.PES_lr, time.time())
+        self.finish_epoch("refine", sums, self.config.PES_lr, started)  # timed from the last pass's start
 
     def renew(self, stages: int) -> None:
         """Freeze every parameter, renew the last `stages` stages and the classifier, Adam over the rest."""
