@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import re
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -135,3 +136,23 @@ def test_every_figure_of_the_comparisons_with_the_official_code_is_in_results():
             assert cells[4] == f"{result['test_acc_last']:.2f}", (folder, row)
             checked += 1
     assert checked >= 8  # CIFAR-10 and MNIST, four seeds each at least
+
+
+def test_every_figure_of_the_digits_table_is_in_results():
+    """docs/results.md's digits table and the README's digits row: each method's mean ± sd and per-seed
+    test accuracies are read again from results/digits-instance/."""
+    section = (REPO / "docs" / "results.md").read_text().split("## Digits, instance 40 %", 1)[1].split("\n## ", 1)[0]
+    titles = {"Me-Momentum": "memomentum", "Standard (CE)": "ce", "Co-teaching": "coteaching", "PES": "pes"}
+    readme = (REPO / "README.md").read_text()
+    checked = 0
+    for row in re.findall(r"^\| (Me-Momentum|Standard \(CE\)|Co-teaching|PES) \|(.*)$", section, re.M):
+        runs = [json.loads((REPO / "results" / "digits-instance" / f"digits-instance-0.4-seed{seed}-{titles[row[0]]}"
+                            / "result.json").read_text()) for seed in (1, 2, 3)]
+        accuracies = [run["test_acc"] for run in runs]
+        reported = (f"{statistics.fmean(accuracies):.2f} ± {statistics.stdev(accuracies):.2f} "
+                    f"({', '.join(f'{a:.2f}' for a in accuracies)})")
+        assert row[1].split("|")[0].strip() == reported, row
+        short = f"{statistics.fmean(accuracies):.1f} ± {statistics.stdev(accuracies):.1f}"
+        assert f"{row[0].replace('Standard (CE)', 'CE')} {short}" in readme, (row[0], short)
+        checked += 1
+    assert checked == len(titles)
