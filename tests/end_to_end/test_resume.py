@@ -15,7 +15,7 @@ import main as main_module
 import utils.run.atomic
 from tests.end_to_end.test_bad_input import tree_snapshot
 from tests.formats import random_vision_arrays, write_mnist
-from tests.runs import (MAIN, TINY_DIGITS, for_method, SimulatedKill, comparable, kill_on_call, kill_then_resume, run_main,
+from tests.runs import (MAIN, TINY_DIGITS, SimulatedKill, comparable, kill_on_call, kill_then_resume, run_main,
                         uninterrupted)
 from utils.run.atomic import atomic_write_bytes
 from utils.methods.memomentum import MeMomentum
@@ -44,12 +44,6 @@ def test_killed_mnist_file_run_resumes_bit_identically(tmp_path, monkeypatch):
     args = ["--dataset", "mnist", "--data_path", str(tmp_path / "files"), "--noise_type", "pairflip",
             "--noise_rate", "0.45", "--n_epoch", "3", "--max_outer_loop", "2", "--max_inner_loop", "3",
             "--batch_size", "64", "--lr", "0.05", "--no_progress", "--output_dir", "run", "--checkpoint_every", "0"]
-    reference = uninterrupted(tmp_path, monkeypatch, args)
-    assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS["mid_epoch"]) == reference
-
-
-def test_ce_baseline_resumes_bit_identically(tmp_path, monkeypatch):
-    args = for_method(TINY_DIGITS, "ce") + ["--n_epoch", "6", "--output_dir", "run", "--checkpoint_every", "0"]
     reference = uninterrupted(tmp_path, monkeypatch, args)
     assert kill_then_resume(tmp_path, monkeypatch, args, KILL_POINTS["mid_epoch"]) == reference
 

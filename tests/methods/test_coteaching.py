@@ -1,5 +1,6 @@
 """Co-teaching (utils/methods/coteaching.py): its schedules and loss against the authors' code as
-docs/method.md describes it, its quirks on real runs, its flags, and exact resumption."""
+docs/method.md describes it, its quirks on real runs and its flags (its exact resumption is
+tests/methods/test_every_method.py's)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 import main as main_module
-from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, read_run, uninterrupted
+from tests.runs import TINY_DIGITS, for_method, read_run
 from utils.methods.coteaching import adam_plan, coteaching_losses, forget_rates
 from utils.run.config import parse_config
 from utils.train_config import TrainConfig
@@ -80,11 +81,3 @@ def test_the_methods_defaults_and_flags():
         parse_config(TrainConfig, ["--forget_rate", "0.3"], "")
     with pytest.raises(Exception, match=r"--forget_rate must be in \[0, 1\)"):
         parse_config(TrainConfig, ["--method", "coteaching", "--forget_rate", "1"], "")
-
-
-def test_a_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
-    args = COTEACHING + ["--checkpoint_every", "0"]
-    reference = uninterrupted(tmp_path, monkeypatch, args)
-    resumed = kill_then_resume(tmp_path, monkeypatch, args,
-                               lambda patch: kill_on_call(patch, torch.optim.Adam, "step", 45))
-    assert resumed == reference
