@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,50 +60,51 @@ def timed(command: list[str], cwd: Path) -> float:
     return seconds
 
 
-def part_a(args: argparse.Namespace) -> None:
-    ours_s, official_s, ratios = [], [], []
-    for repeat in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="bench_whole_") as scratch:
-            ours = [sys.executable, str(REPO / "main.py"), "--dataset", "mnist", "--data_path", args.data_path,
-                    "--method", "ce", "--n_epoch", str(args.epochs), "--output_dir", f"{scratch}/run",
-                    "--model_dir", f"{scratch}/model", "--no_progress", "--num_threads", str(args.threads)]
-            official = [sys.executable, __file__, "--data_path", args.data_path, "--epochs", str(args.epochs),
-                        "--threads", str(args.threads), "--official_style", scratch]
-            order = [("ours", ours), ("official", official)]
-            times = {name: timed(command, Path(scratch)) for name, command in (order if repeat % 2 == 0 else order[::-1])}
-        ours_s.append(times["ours"])
-        official_s.append(times["official"])
-        ratios.append(times["official"] / times["ours"])
-        print(f"  repeat {repeat + 1}: ours {times['ours']:.1f}s, official-style {times['official']:.1f}s", flush=True)
-    print(f"(a) {args.epochs} MNIST epochs as a whole process (CE, symmetric 20 %, seed 1): ours "
-          f"{statistics.median(ours_s):.1f}s, official-style {statistics.median(official_s):.1f}s, "
-          f"speed-up {statistics.median(ratios):.2f}x (per repeat {', '.join(f'{r:.2f}' for r in ratios)})")
-
-
 def mnist_ce_command(main_py: Path, args: argparse.Namespace, scratch: str) -> list[str]:
+    """Part (a)'s run: five MNIST epochs of CE as a user runs them."""
     return [sys.executable, str(main_py), "--dataset", "mnist", "--data_path", args.data_path, "--method", "ce",
             "--n_epoch", str(args.epochs), "--output_dir", f"{scratch}/run", "--model_dir", f"{scratch}/model",
             "--no_progress", "--num_threads", str(args.threads)]
 
 
+def time_alternately(commands: Callable[[str], dict[str, list[str]]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of two commands (made for a scratch folder), run back to back `repeats` times,
+    which one goes first alternating; each repeat is printed."""
+    times: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="bench_whole_") as scratch:
+            order = list(commands(scratch).items())
+            for name, command in order if repeat % 2 == 0 else order[::-1]:
+                times.setdefault(name, []).append(timed(command, Path(scratch)))
+        print(f"  repeat {repeat + 1}: " + ", ".join(f"{name} {seconds[-1]:.1f}s" for name, seconds in times.items()),
+              flush=True)
+    return times
+
+
+def part_a(args: argparse.Namespace) -> None:
+    times = time_alternately(lambda scratch: {
+        "ours": mnist_ce_command(REPO / "main.py", args, scratch),
+        "official-style": [sys.executable, __file__, "--data_path", args.data_path, "--epochs", str(args.epochs),
+                           "--threads", str(args.threads), "--official_style", scratch]}, args.repeats)
+    ours_s, official_s = times["ours"], times["official-style"]
+    ratios = [official / ours for official, ours in zip(official_s, ours_s)]
+    print(f"(a) {args.epochs} MNIST epochs as a whole process (CE, symmetric 20 %, seed 1): ours "
+          f"{statistics.median(ours_s):.1f}s, official-style {statistics.median(official_s):.1f}s, "
+          f"speed-up {statistics.median(ratios):.2f}x (per repeat {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def part_c(args: argparse.Namespace) -> None:
     if not args.before:
         raise SystemExit("part (c) needs --before COMMIT")
-    now_s, before_s, ratios = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench_before_") as code:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", args.before],
                                  capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", code], input=archive.stdout, check=True)
-        for repeat in range(args.repeats):
-            with tempfile.TemporaryDirectory(prefix="bench_whole_") as scratch:
-                order = [("now", mnist_ce_command(REPO / "main.py", args, scratch + "/now")),
-                         ("before", mnist_ce_command(Path(code) / "main.py", args, scratch + "/before"))]
-                times = {name: timed(command, Path(scratch)) for name, command in
-                         (order if repeat % 2 == 0 else order[::-1])}
-            now_s.append(times["now"])
-            before_s.append(times["before"])
-            ratios.append(times["before"] / times["now"])
-            print(f"  repeat {repeat + 1}: now {times['now']:.1f}s, {args.before} {times['before']:.1f}s", flush=True)
+        times = time_alternately(lambda scratch: {
+            "now": mnist_ce_command(REPO / "main.py", args, scratch + "/now"),
+            args.before: mnist_ce_command(Path(code) / "main.py", args, scratch + "/before")}, args.repeats)
+    now_s, before_s = times["now"], times[args.before]
+    ratios = [before / now for before, now in zip(before_s, now_s)]
     print(f"(c) {args.epochs} MNIST epochs as a whole process (CE): now {statistics.median(now_s):.1f}s, "
           f"{args.before} {statistics.median(before_s):.1f}s, ratio {statistics.median(ratios):.3f} "
           f"(per repeat {', '.join(f'{r:.3f}' for r in ratios)})")

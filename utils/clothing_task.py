@@ -241,14 +241,6 @@ class ClothingTask:
         return load_checkpoint(path, map_location=self.device)
 
 
-@dataclass(frozen=True)
-class Validation:
-    accuracy: float                  # overall accuracy on the clean validation set, % (compared unrounded)
-    per_class_acc: np.ndarray
-    per_class_precision: np.ndarray
-    scores: np.ndarray
-
-
 class ClassWeightedLoss:
     """Class-weighted cross-entropy, normalised over the GLOBAL batch, ignoring skipped images.
 

@@ -2,9 +2,7 @@
 stop requests, refusals, a batch of one, unreadable images, a non-finite loss."""
 from __future__ import annotations
 
-import importlib
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 
 import utils.run.driver as driver
 from tests.clothing_fixture import tiny_with_index
+from tests.runs import clothing_main
 from utils.run.checkpoint import load_checkpoint
 
 
@@ -43,15 +42,6 @@ def tiny_run_flags(tiny, run_dir: Path, *extra: str) -> list[str]:
             "--model_dir", str(run_dir.parent / f"{run_dir.name}-weights"), "--no_progress",
             "--skip_bad_images", *extra]
 
-def run_clothing_main(argv: list[str]) -> int:
-    """Clothing.main in this process, leaving the test process's signal handlers as they were."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        return importlib.import_module("Clothing").main(argv)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
 def comparable(records: list[dict]) -> list[dict]:
     """Metrics without what legitimately differs between runs (timings, file locations)."""
     drop = {"seconds", "weights_file", "checkpoint_of_class"}
@@ -63,7 +53,7 @@ def finished_run(tiny, tmp_path_factory):
     run_dir = base / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(base)  # logs/results.txt goes to the working directory, as officially
-        code = run_clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds"))
+        code = clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds"))
     return code, run_dir, base
 
 def test_clothing_py_end_to_end_writes_every_output(finished_run, tiny):
@@ -113,10 +103,10 @@ def test_clothing_py_end_to_end_writes_every_output(finished_run, tiny):
 def test_resume_auto_on_a_finished_run_exits_at_once(finished_run, tiny, capsys):
     _, run_dir, base = finished_run
     before = (run_dir / "result.json").read_bytes()
-    assert run_clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds", "--resume", "auto")) == 0
+    assert clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds", "--resume", "auto")) == 0
     assert "has finished" in capsys.readouterr().out
     assert (run_dir / "result.json").read_bytes() == before
-    assert run_clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds", "--resume", "auto", "--lr", "1")) == 2
+    assert clothing_main(tiny_run_flags(tiny, run_dir, "--save_rounds", "--resume", "auto", "--lr", "1")) == 2
     assert "finished run made with other settings" in capsys.readouterr().err
 
 def run_with_stop_requests(argv: list[str], should_stop, monkeypatch) -> int:
@@ -133,7 +123,7 @@ def run_with_stop_requests(argv: list[str], should_stop, monkeypatch) -> int:
 
     with monkeypatch.context() as patch:
         patch.setattr(driver, "StopFlag", StopWhen)
-        return run_clothing_main(argv)
+        return clothing_main(argv)
 
 @pytest.mark.parametrize("interval", ["0", "60"])  # after every epoch; or only when the stop comes
 def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path, interval, monkeypatch):
@@ -148,7 +138,7 @@ def test_preempted_run_resumes_to_the_same_result(finished_run, tiny, tmp_path, 
     # stops right after the first epoch (before the rebuild), then after the third (new outer round)
     for stop_after in (1, 3):
         assert run_with_stop_requests(argv, lambda: epochs_logged() >= stop_after, monkeypatch) == 75
-    assert run_clothing_main(argv) == 0
+    assert clothing_main(argv) == 0
     result = json.loads((run_dir / "result.json").read_text())
     reference = json.loads((reference_dir / "result.json").read_text())
     assert (result["best_val_acc"], result["test_acc"]) == (reference["best_val_acc"], reference["test_acc"])
@@ -169,24 +159,24 @@ def test_stop_request_abandons_the_epoch_in_progress(tiny, tmp_path, monkeypatch
 
 def test_resume_refuses_a_changed_config_and_an_unasked_overwrite(finished_run, tiny, tmp_path, capsys):
     _, run_dir, _ = finished_run
-    assert run_clothing_main(tiny_run_flags(tiny, run_dir)) == 2
+    assert clothing_main(tiny_run_flags(tiny, run_dir)) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert run_clothing_main(tiny_run_flags(tiny, run_dir, "--resume", "auto", "--lr", "0.1")) == 2
+    assert clothing_main(tiny_run_flags(tiny, run_dir, "--resume", "auto", "--lr", "0.1")) == 2
     assert "--lr (saved 0.005, given 0.1)" in capsys.readouterr().err
 
 def test_a_last_training_batch_of_one_image_is_folded_into_the_one_before(tiny, tmp_path):
     """54 training images in batches of 53 leave one; at 32 pixels ResNet-18's last BatchNorm sees one
     value per channel and would fail ("Expected more than 1 value per channel when training")."""
     assert len(tiny.train_keys) % 53 == 1
-    assert run_clothing_main(tiny_run_flags(tiny, tmp_path / "run", "--image_size", "32", "--batch_size", "53",
+    assert clothing_main(tiny_run_flags(tiny, tmp_path / "run", "--image_size", "32", "--batch_size", "53",
                                             "--max_outer_loop", "1", "--max_inner_loop", "1")) == 0
 
 def test_unreadable_image_stops_with_its_name_unless_skipped(tiny, tmp_path, capsys):
     flags = [f for f in tiny_run_flags(tiny, tmp_path / "run") if f != "--skip_bad_images"]
-    assert run_clothing_main(flags) == 2
+    assert clothing_main(flags) == 2
     err = capsys.readouterr().err
     assert tiny.missing_image_key in err and "--skip_bad_images" in err and len(err.strip().splitlines()) == 1
 
 def test_non_finite_loss_stops_with_exit_code_3(tiny, tmp_path, capsys):
-    assert run_clothing_main(tiny_run_flags(tiny, tmp_path / "run", "--lr", "1e30")) == 3
+    assert clothing_main(tiny_run_flags(tiny, tmp_path / "run", "--lr", "1e30")) == 3
     assert "last good checkpoint" in capsys.readouterr().err
