@@ -9,7 +9,7 @@ from torch import nn
 
 from models.cnn9 import CNN9
 from models.lenet import LeNet
-from models.resnet import pes_resnet18, pes_resnet34, resnet18, resnet34
+from models.resnet import pes_resnet18, pes_resnet34, preact_resnet18, resnet18, resnet34
 
 MODEL_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
     "lenet": LeNet,
@@ -18,6 +18,7 @@ MODEL_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
     "cnn9": CNN9,             # Co-teaching's 9-layer CNN
     "pes_resnet18": pes_resnet18,  # PES's ResNets: the same with a padded stem
     "pes_resnet34": pes_resnet34,
+    "preact_resnet18": preact_resnet18,  # PES-semi's PreAct ResNet-18
 }
 
 

@@ -6,7 +6,7 @@ utils/clothing_task.py (Clothing1M, one process or under torchrun; Clothing.py).
 task module (a test keeps it so): a loop written against this interface alone runs on every dataset
 (CE and Co-teaching do). What a task has beyond it is named in `provides`, and a method that needs
 such a thing declares it (`Method.needs`): a task without it refuses the method in one line. PES
-needs the vision task's outputs over the training set; Me-Momentum's two official algorithms each
+needs the vision task's outputs over the training set, PES-semi also its two-view streams; Me-Momentum's two official algorithms each
 use their own task's further members (memomentum.py the vision task's, memomentum_clothing1m.py
 Clothing1M's per-class validation, class-weighted loss and per-file predictions).
 """
@@ -26,6 +26,9 @@ CLEAN_TRAINING_LABELS = "clean training labels"  # the true label of every train
 # training_set_logits(model): outputs for every training example, augmented as in training;
 # validation_predictions(model): (prediction, noisy label) of every validation example
 TRAINING_SET_OUTPUTS = "outputs over the training and validation sets"
+# two_view_stream(subset, batch_size): endless batches of two augmented views of a subset;
+# generator: the seeded CPU torch.Generator (checkpointed) a method's own random draws come from
+TWO_VIEW_STREAMS = "streams of two augmented views"
 
 
 class Task(Protocol):

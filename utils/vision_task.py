@@ -24,13 +24,13 @@ from utils.errors import UserError
 from utils.metrics import TestAccuracy, accuracy, batch_mean_accuracy, class_balanced_accuracy
 from utils.run.progress import with_progress
 from utils.run.atomic import atomic_write_bytes
-from utils.task import CLEAN_TRAINING_LABELS, TRAINING_SET_OUTPUTS
+from utils.task import CLEAN_TRAINING_LABELS, TRAINING_SET_OUTPUTS, TWO_VIEW_STREAMS
 from utils.train_config import TrainConfig
 
 
 def load_dataset(config: TrainConfig) -> NoisyDataset:
     """The dataset of `config` with its noisy labels and the official split (docs/method.md, "Data"; docs/noise.md)."""
-    return build_noisy_dataset(config.dataset, config.data_path, config.noise_type, config.noise_rate,
+    return build_noisy_dataset(config.dataset, config.data_path, config.drawn_noise_type, config.noise_rate,
                                config.seed, config.data_percent, config.download, config.cifarn_path)
 
 
@@ -38,7 +38,7 @@ def save_noisy_labels(path: str, dataset: NoisyDataset, config: TrainConfig) -> 
     """--save_noisy_labels: the labels, split and transition matrix as one .npz, written atomically;
     returns what was done. A file already there is kept when it holds the same arrays (a resumed or
     repeated run), and refused otherwise: a file we did not make is never replaced."""
-    payload = noisy_labels_npz(dataset, config.dataset, config.noise_type, config.noise_rate,
+    payload = noisy_labels_npz(dataset, config.dataset, config.drawn_noise_type, config.noise_rate,
                                config.seed, config.data_percent)
     if Path(path).exists():
         if not same_npz_arrays(Path(path).read_bytes(), payload):
@@ -53,7 +53,7 @@ def describe_noise(dataset: NoisyDataset, config: TrainConfig) -> str:
     rate = "" if config.human_noise else f" {config.noise_rate}"
     return (f"{config.dataset}: {len(dataset.noisy_labels)} training examples "
             f"({len(dataset.train_index)} train / {len(dataset.val_index)} validation), "
-            f"{len(dataset.vision.test_labels)} test; {config.noise_type} noise{rate}: "
+            f"{len(dataset.vision.test_labels)} test; {config.drawn_noise_type} noise{rate}: "
             f"realised rate {dataset.actual_rate:.4f}")
 
 
@@ -64,7 +64,7 @@ MILESTONES = (40, 80)
 class VisionTask:
     """The task interface (utils/task.py) on MNIST, CIFAR-10/100, CIFAR-N and digits."""
 
-    provides = frozenset({CLEAN_TRAINING_LABELS, TRAINING_SET_OUTPUTS})
+    provides = frozenset({CLEAN_TRAINING_LABELS, TRAINING_SET_OUTPUTS, TWO_VIEW_STREAMS})
 
     def __init__(self, config: TrainConfig, dataset: NoisyDataset, device: torch.device,
                  show_progress: bool = False) -> None:
@@ -178,6 +178,27 @@ class VisionTask:
                    if not drop_last or len(batch[1]) == batch_size)
         total = count // batch_size if drop_last else -(-count // batch_size)
         return with_progress(batches, total, description, self.show_progress)
+
+    def two_view_stream(self, subset: torch.Tensor, batch_size: int
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Endless (first view, second view, noisy labels) batches of `batch_size` examples at `subset`:
+        each pass a new shuffle, each view its own crops and flips, full batches only, a new pass where
+        one ends (as a re-iterated DataLoader(shuffle=True, drop_last=True) of two-view items). A pass
+        is drawn when it starts, so that streams drawn in turn stay reproducible."""
+        count = len(subset)
+        if count < batch_size:
+            raise UserError(f"a stream of batches of {batch_size} over {count} examples has no full batch")
+        while True:
+            first = self.pipeline.draw_epoch(count, self.generator, shuffle=True, augment=True)
+            second = self.pipeline.draw_epoch(count, self.generator, shuffle=False, augment=True)
+            order = subset.index_select(0, first.order)
+            first, second = dataclasses.replace(first, order=order), dataclasses.replace(second, order=order)
+            views = zip(self.pipeline.batches(self.train_images, self.train_labels, batch_size, first),
+                        self.pipeline.batches(self.train_images, None, batch_size, second))
+            for (view1, labels, _), (view2, _, _) in views:
+                if len(labels) < batch_size:
+                    break
+                yield view1, view2, labels
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy against the (noisy or confident) labels, as in the official code."""

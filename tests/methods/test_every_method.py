@@ -30,8 +30,9 @@ from utils.train_config import TrainConfig
 
 SHORT = {"memomentum": [], "ce": ["--n_epoch", "3"],
          "coteaching": ["--n_epoch", "4", "--num_gradual", "2", "--num_iter_per_epoch", "3", "--batch_size", "64"],
-         "pes": ["--n_epoch", "5", "--T1", "2", "--T2", "1", "--T3", "1", "--batch_size", "64"]}
-LAST_BATCH = {"memomentum": 30, "ce": 30, "coteaching": 12, "pes": 30}  # a kill falls within the run
+         "pes": ["--n_epoch", "5", "--T1", "2", "--T2", "1", "--T3", "1", "--batch_size", "64"],
+         "pes_semi": ["--n_epoch", "4", "--T1", "1", "--T2", "1", "--batch_size", "64", "--iterations_per_epoch", "8"]}
+LAST_BATCH = {"memomentum": 30, "ce": 30, "coteaching": 12, "pes": 30, "pes_semi": 60}  # a kill falls within the run
 
 
 @pytest.fixture(autouse=True)

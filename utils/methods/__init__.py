@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 from utils.errors import UserError
-from utils.methods import coteaching, pes
+from utils.methods import coteaching, pes, pes_semi
 from utils.run.config import require
-from utils.task import TRAINING_SET_OUTPUTS
+from utils.task import TRAINING_SET_OUTPUTS, TWO_VIEW_STREAMS
 
 
 ENTRY_POINTS = ("main", "clothing")  # main.py (MNIST, CIFAR-10/100, digits) and Clothing.py (Clothing1M)
@@ -35,6 +35,9 @@ class Method:
     check: Callable[[Any], None] | None = None   # raises UserError for settings it cannot run
     unread_flags: tuple[str, ...] = ()           # flags its loop never reads: refused, not ignored
     needs: tuple[str, ...] = ()                  # what it asks of a task beyond the interface (Task.provides)
+    selects_on_validation: bool = True           # False: it reports without a validation set (PES-semi)
+    noise_type: Callable[[Any], str] | None = None  # the noise function it draws --noise_type with, where
+                                                    # its authors' code draws it its own way
 
     def loop_class(self) -> Callable[..., Any]:
         """What builds this method's loop from (task, run, title)."""
@@ -71,9 +74,15 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            defaults={"n_epoch": 200, "lr": 0.1, "weight_decay": 1e-4}, check=pes.check,
            unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean"),
            needs=(TRAINING_SET_OUTPUTS,)),
+    Method("pes_semi", "PES-semi", "utils.methods.pes_semi:PesSemi", options=pes_semi.PesSemiOptions,
+           defaults={"n_epoch": 300, "lr": 0.02, "weight_decay": 5e-4, "data_percent": 1.0}, check=pes_semi.check,
+           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean"),
+           needs=(TRAINING_SET_OUTPUTS, TWO_VIEW_STREAMS), selects_on_validation=False,
+           noise_type=pes_semi.noise_type),
 )}
 
-CLOTHING_METHODS = ("memomentum", "ce", "coteaching")  # PES on Clothing1M (PES_Clothing1M.py) is not here yet
+CLOTHING_METHODS = ("memomentum", "ce", "coteaching")  # PES on Clothing1M (PES_Clothing1M.py) is not here yet;
+# PES-semi needs the vision task's two-view streams
 
 
 def flag_methods(methods: Mapping[str, Method] | None = None) -> dict[str, tuple[str, ...]]:

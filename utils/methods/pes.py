@@ -85,6 +85,8 @@ class PesState(LoopState):
 
 class PES(TrainerLoop):
     State = PesState
+    REFINES = REFINES
+    REFINING_ENDS_EPOCH = True  # epoch T1 is the refining (PES-semi trains its first MixMatch epoch after it)
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
@@ -143,14 +145,15 @@ class PES(TrainerLoop):
         self.finish_epoch(phase, sums, lr, started)
 
     def refine(self) -> None:
-        """Epoch T1: the two refining stages (T2 then T3 Adam epochs on every noisy example)."""
-        s, passes = self.state, [getattr(self.config, option) for _, option in REFINES]
+        """Epoch T1: the refining stages (PES: T2 then T3 Adam epochs on every noisy example); under
+        REFINING_ENDS_EPOCH the last pass is epoch T1's record, else every pass has its own."""
+        s, passes = self.state, [getattr(self.config, option) for _, option in self.REFINES]
         sums: dict[str, float] = {}
         started = time.time()
         while s.refine_passes < sum(passes):
             stage = 0 if s.refine_passes < passes[0] else 1
             if s.refine_passes in (0, passes[0]) and self.refiner is None:
-                self.renew(REFINES[stage][0])
+                self.renew(self.REFINES[stage][0])
             started, lr = time.time(), self.config.PES_lr
             batches = self.task.training_batches(None, f"refine {stage + 1} e{s.refine_passes + 1}", drop_last=True)
             step = supervised_step(self.trainer.model, self.refiner, None, self.config.amp)
@@ -158,13 +161,18 @@ class PES(TrainerLoop):
             s.refine_passes += 1
             if s.refine_passes == passes[0]:
                 self.refiner = None  # the next stage renews and builds its own
-            if s.refine_passes < sum(passes):  # the last pass is epoch T1's record (finish_epoch counts it)
+            if s.refine_passes < sum(passes) or not self.REFINING_ENDS_EPOCH:
                 s.epochs_run += 1
-                self.end_epoch(self.record("refine", sums, lr, started, self.validate()))
+                self.end_epoch(self.refine_record(sums, lr, started))
         self.refiner = None
         self.train_only(self.trainer.model, self.sgd_parameters(self.trainer.model))
-        self.trainer.step_schedule()
-        self.finish_epoch("refine", sums, self.config.PES_lr, started)  # timed from the last pass's start
+        if self.REFINING_ENDS_EPOCH:
+            self.trainer.step_schedule()
+            self.finish_epoch("refine", sums, self.config.PES_lr, started)  # timed from the last pass's start
+
+    def refine_record(self, sums: dict[str, float], lr: float, started: float) -> dict[str, Any]:
+        """The record of a refining pass that is not an epoch's last (validated, as its authors' code)."""
+        return self.record("refine", sums, lr, started, self.validate())
 
     def renew(self, stages: int) -> None:
         """Freeze every parameter, renew the last `stages` stages and the classifier, Adam over the rest."""

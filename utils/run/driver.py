@@ -112,9 +112,10 @@ def drive_in_folder(config: RunConfig, context: DistContext, open_loop: Callable
         files.write_result(result)
         append_results_log(loop.title, repr(config), config.seed, result["test_acc_official"])
     last = "n/a" if loop.state.test_acc_last is None else f"{loop.state.test_acc_last:.2f}"
-    say(f"{loop.title}: best validation accuracy {result['best_val_acc']:.2f}, test accuracy "
-        f"{result['test_acc']:.2f} (last epoch {last}; {result['wall_time_s']:.0f}s); results in {files.result}",
-        flush=True)
+    selected = ("best test accuracy over the epochs" if result["best_val_acc"] is None  # no validation set
+                else f"best validation accuracy {result['best_val_acc']:.2f}, test accuracy")
+    say(f"{loop.title}: {selected} {result['test_acc']:.2f} (last epoch {last}; {result['wall_time_s']:.0f}s); "
+        f"results in {files.result}", flush=True)
     return 0
 
 
@@ -180,10 +181,11 @@ class Run:
             self.files.append_metrics(record)
             if self.scalar_log is not None:
                 self.scalar_log.log_epoch(record, loop.state.epochs_run)
+        val = "" if record["val_acc"] is None else f" val {record['val_acc']:.2f}"  # None: no validation set
         test = "" if record["test_acc"] is None else f" test {record['test_acc']:.2f}"
         self.log(f"{record['phase']:<6} outer {record['outer']} round {record['inner']} epoch "
-                 f"{record['epoch']:>3}: loss {record['train_loss']:.4f} train {record['train_acc']:.2f} "
-                 f"val {record['val_acc']:.2f}{test} lr {record['lr']:g} ({record['seconds']:.1f}s)")
+                 f"{record['epoch']:>3}: loss {record['train_loss']:.4f} train {record['train_acc']:.2f}"
+                 f"{val}{test} lr {record['lr']:g} ({record['seconds']:.1f}s)")
         self.checkpoint_soon(loop, after_checkpoint)
         self.stop_if_requested()
 
