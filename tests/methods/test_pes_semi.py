@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from models import build_model
 from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, uninterrupted
 from utils.experiments import open_vision_loop
-from utils.methods.pes_semi import (PesSemi, alpha_at, batch_split, beta_draw, mixmatch_step, noise_type,
-                                    rampup)
+from utils.methods.pes_semi import (PesSemi, alpha_at, batch_split, beta_draw, lambda_u_for, mixmatch_step,
+                                    network_for, noise_type, rampup)
 from utils.run.config import parse_config
 from utils.run.driver import Run, run_training
 from utils.train_config import TrainConfig
@@ -38,13 +38,24 @@ def one_thread():
 def test_defaults_are_its_authors():
     config = parse_config(TrainConfig, ["--method", "pes_semi", "--dataset", "cifar10"], "")
     assert (config.n_epoch, config.lr, config.weight_decay, config.data_percent) == (300, 0.02, 5e-4, 1.0)
-    assert (config.T1, config.T2, config.PES_lr, config.lambda_u, config.alpha, config.T, config.optim) == \
-        (0, 5, 1e-4, 150.0, 4.0, 0.5, "cos")
+    assert (config.T1, config.T2, config.PES_lr, config.alpha, config.T, config.optim) == (0, 5, 1e-4, 4.0, 0.5, "cos")
+    assert (lambda_u_for(config, "cifar10"), network_for(config, "cifar10")) == (150.0, "preact_resnet18")
     assert parse_config(TrainConfig, ["--method", "pes"], "").T2 == 7  # the shared flag, PES's own default
     with pytest.raises(Exception, match="--T3 is a flag of --method pes,"):
         parse_config(TrainConfig, ["--method", "pes_semi", "--T3", "2"], "")
     with pytest.raises(Exception, match="--alpha must be positive"):
         parse_config(TrainConfig, ["--method", "pes_semi", "--alpha", "0"], "")
+
+
+def test_cifar_n_is_run_as_pes_noisylabels_runs_it():
+    for dataset, noise, weight in (("cifar10", "aggre", 5.0), ("cifar100", "noisy", 75.0)):
+        config = parse_config(TrainConfig, ["--method", "pes_semi", "--dataset", dataset, "--noise_type", noise], "")
+        assert (lambda_u_for(config, dataset), network_for(config, dataset)) == (weight, "pes_resnet34")
+    given = parse_config(TrainConfig, ["--method", "pes_semi", "--dataset", "cifar10", "--noise_type", "worst",
+                                       "--lambda_u", "9"], "")
+    assert lambda_u_for(given, "cifar10") == 9.0  # their code overwrites the flag; ours keeps what is given
+    mnist = parse_config(TrainConfig, ["--method", "pes_semi"], "")
+    assert (lambda_u_for(mnist, "mnist"), network_for(mnist, "mnist")) == (150.0, None)
 
 
 def test_the_preact_resnet_draws_its_weights_in_their_order():

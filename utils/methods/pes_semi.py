@@ -1,6 +1,7 @@
 """PES-semi (Bai et al., NeurIPS 2021; docs/method.md, "PES-semi"), as its authors' PES_semi.py runs it.
 
-    a fresh network (their PreAct ResNet-18 on CIFAR; LeNet on MNIST/digits, ours), SGD (lr, momentum
+    a fresh network (their PreAct ResNet-18 on CIFAR, ResNet-34 on CIFAR-N as PES_noisylabels.py; LeNet
+        on MNIST/digits, ours), SGD (lr, momentum
         0.9, weight decay) with a cosine schedule to lr / 100 over n_epoch (--optim step: MultiStepLR
         150, 250), stepped every epoch; every training example (--data_percent 1: no validation set)
     for epoch in 0 .. n_epoch - 1:
@@ -42,6 +43,9 @@ GROUP = "PES-semi (--method pes_semi)"
 T1_DEFAULTS = {"cifar10": 20, "cifar100": 35}   # their per-dataset T1
 T1_OURS = 20                                      # MNIST/digits: their code has no setting; ours
 NETWORKS = {"cifar10": "preact_resnet18", "cifar100": "preact_resnet18"}
+# CIFAR-N, as PES_noisylabels.py runs PES-semi there: ResNet-34 and its own lambda_u
+HUMAN_NOISE_NETWORK = "pes_resnet34"
+LAMBDA_U, HUMAN_NOISE_LAMBDA_U = 150.0, {"cifar10": 5.0, "cifar100": 75.0}
 STEP_MILESTONES = (150, 250)                      # --optim step
 CIFAR_EXAMPLES = 50_000  # their steps per epoch: 50,000 / batch_size on CIFAR, whatever the sets' sizes
 RAMPUP_EPOCHS = 16                                # lambda_u's linear ramp
@@ -57,8 +61,9 @@ class PesSemiOptions:
                         "as its authors; 20 otherwise, ours)", minimum=0, group=GROUP)
     T2: int = option(5, "Adam epochs of the renewed classifier", minimum=0, group=GROUP)
     PES_lr: float = option(1e-4, "Adam's learning rate while refining", group=GROUP)
-    lambda_u: float = option(150.0, "weight of the unlabelled loss, reached 16 epochs after T1", minimum=0,
-                             group=GROUP)
+    lambda_u: float | None = option(None, "weight of the unlabelled loss, reached 16 epochs after T1 (default: "
+                                          "150; CIFAR-N: 5 for CIFAR-10N, 75 for CIFAR-100N, as its authors)",
+                                    minimum=0, group=GROUP)
     alpha: float = option(4.0, "Beta(alpha, alpha) of the mix until half the epochs (then 0.75)", group=GROUP)
     T: float = option(0.5, "sharpening temperature of the unlabelled guesses", group=GROUP)
     optim: str = option("cos", "learning-rate schedule: cos (cosine to lr / 100) or step (0.1 at 150, 250)",
@@ -77,6 +82,22 @@ def check(config: Any) -> None:
     for name in ("PES_lr", "alpha", "T"):
         if not getattr(config, name) > 0:
             raise UserError(f"--{name} must be positive, got {getattr(config, name)}")
+
+
+def lambda_u_for(config: Any, dataset: str) -> float:
+    """--lambda_u, or its authors' value: 150 (PES_semi.py), on CIFAR-N 5 or 75 (PES_noisylabels.py)."""
+    if config.lambda_u is not None:
+        return config.lambda_u
+    return HUMAN_NOISE_LAMBDA_U.get(dataset, LAMBDA_U) if getattr(config, "human_noise", False) else LAMBDA_U
+
+
+def network_for(config: Any, dataset: str) -> str | None:
+    """Their network of the dataset (None: the task's own, LeNet on MNIST/digits), unless --network."""
+    if config.network:
+        return None
+    if getattr(config, "human_noise", False):
+        return HUMAN_NOISE_NETWORK
+    return NETWORKS.get(dataset)
 
 
 def noise_type(config: Any) -> str:
@@ -166,6 +187,7 @@ class PesSemi(PES):
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
         self.t1 = self.config.T1 or T1_DEFAULTS.get(task.name, T1_OURS)
+        self.lambda_u = lambda_u_for(self.config, task.name)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -182,7 +204,7 @@ class PesSemi(PES):
 
     def new_trainer(self) -> Trainer:
         config = self.config
-        model = self.task.new_model(NETWORKS.get(self.task.name) if not config.network else None)
+        model = self.task.new_model(network_for(config, self.task.name))
         if config.T2 and not renews_layers(model):
             raise UserError(f"--method pes_semi renews the classifier of LeNet or the CIFAR ResNets, not of "
                             f"{config.network}; leave --network out (or --T2 0)")
@@ -218,7 +240,7 @@ class PesSemi(PES):
         epoch = s.epoch
 
         def ramp(index: int) -> float:
-            return rampup(epoch + index / iterations, self.t1, config.lambda_u)
+            return rampup(epoch + index / iterations, self.t1, self.lambda_u)
 
         step = mixmatch_step(self.trainer.model, self.trainer.optimizer, class_weights, ramp, alpha, config.T,
                              task.generator, config.amp)
