@@ -46,6 +46,12 @@ def takes_images(name: str, num_classes: int, image_shape: tuple[int, int, int])
     return True
 
 
+def network_renews_layers(name: str) -> bool:
+    """Whether network `name` can renew its last layers; torch's global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        return renews_layers(build_model(name, 10))
+
+
 def renews_layers(model: nn.Module) -> bool:
     """Whether the network can renew its last layers (PES): LeNet and the CIFAR ResNets."""
     return callable(getattr(model, "renew_last_layers", None))

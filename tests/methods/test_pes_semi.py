@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models import build_model
-from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, uninterrupted
+from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, main_main, uninterrupted
 from utils.experiments import open_vision_loop
 from utils.methods.pes_semi import (PesSemi, alpha_at, batch_split, beta_draw, lambda_u_for, mixmatch_step,
                                     network_for, noise_type, rampup)
@@ -210,3 +210,10 @@ def test_killed_inside_a_mixmatch_epoch_it_resumes_bit_for_bit(tmp_path, monkeyp
     resumed = kill_then_resume(tmp_path, monkeypatch, SEMI_DIGITS,
                                lambda patch: kill_on_call(patch, Run, "should_stop", 52))
     assert resumed == reference
+
+
+@pytest.mark.parametrize("method", ["pes", "pes_semi"])
+def test_a_network_that_cannot_renew_is_refused_before_the_run_folder_is_made(tmp_path, monkeypatch, method):
+    monkeypatch.chdir(tmp_path)
+    assert main_main([*for_method(TINY_DIGITS, method), "--network", "cnn9", "--output_dir", "run"]) == 2
+    assert not (tmp_path / "run").exists()

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models import renews_layers
+from models import network_renews_layers
 from utils.engine import Trainer, sgd_trainer, supervised_step
 from utils.errors import UserError
 from utils.metrics import batch_mean_accuracy
@@ -54,8 +54,16 @@ class PesOptions:
     PES_lr: float = option(1e-4, "Adam's learning rate while refining", group=GROUP)
 
 
+def check_renewable_network(config: Any, method: str, renewed: str) -> None:
+    """--network must be one whose last layers can be renewed (refused before the run folder is made)."""
+    if config.network and not network_renews_layers(config.network):
+        raise UserError(f"--method {method} renews the {renewed} of LeNet or the CIFAR ResNets, not of "
+                        f"{config.network}; leave --network out")
+
+
 def check(config: Any) -> None:
     """Settings PES cannot run are refused."""
+    check_renewable_network(config, "pes", "last layers")
     if not config.PES_lr > 0:
         raise UserError(f"--PES_lr must be positive, got {config.PES_lr}")
     if config.data_percent >= 1.0:
@@ -110,9 +118,6 @@ class PES(TrainerLoop):
     def new_trainer(self) -> Trainer:
         config = self.config
         model = self.task.new_model(NETWORKS.get(self.task.name) if not config.network else None)
-        if not renews_layers(model):
-            raise UserError(f"--method pes renews the last layers of LeNet or the CIFAR ResNets, not of "
-                            f"{config.network}; leave --network out")
         trained = self.sgd_parameters(model)
         self.train_only(model, trained)
         # torch's own SGD kernels, as its authors' code (--sgd does not apply)

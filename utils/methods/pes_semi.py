@@ -31,10 +31,9 @@ import torch
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
 
-from models import renews_layers
 from utils.engine import Step, Trainer, autocast, make_sgd, train_forward
 from utils.errors import UserError
-from utils.methods.pes import PES, confident_class_weights
+from utils.methods.pes import PES, check_renewable_network, confident_class_weights
 from utils.run.config import option
 from utils.run.loop import cpu_weights
 from utils.run.progress import with_progress
@@ -79,6 +78,8 @@ class PesSemiOptions:
 
 def check(config: Any) -> None:
     """Settings PES-semi cannot run are refused."""
+    if config.T2:
+        check_renewable_network(config, "pes_semi", "classifier")
     for name in ("PES_lr", "alpha", "T"):
         if not getattr(config, name) > 0:
             raise UserError(f"--{name} must be positive, got {getattr(config, name)}")
@@ -205,9 +206,6 @@ class PesSemi(PES):
     def new_trainer(self) -> Trainer:
         config = self.config
         model = self.task.new_model(network_for(config, self.task.name))
-        if config.T2 and not renews_layers(model):
-            raise UserError(f"--method pes_semi renews the classifier of LeNet or the CIFAR ResNets, not of "
-                            f"{config.network}; leave --network out (or --T2 0)")
         trained = self.sgd_parameters(model)
         self.train_only(model, trained)
         # torch's own SGD kernels, as its authors' code (--sgd does not apply)
