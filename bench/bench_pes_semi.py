@@ -272,8 +272,9 @@ def main() -> None:
     if args.quick:
         args.repeats, args.steps = args.repeats or 1, args.steps or 2
     args.repeats = args.repeats or 3
-    if args.steps == 1:
-        sys.exit("--steps must be at least 2: the first step (start-up included) is timed apart from the rest")
+    if args.steps == 1 or args.steps < 0:
+        sys.exit("--steps must be 0 (the default) or at least 2: the first step (start-up included) is timed "
+                 "apart from the rest")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
