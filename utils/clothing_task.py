@@ -233,6 +233,19 @@ class ClothingTask:
         """The prediction of every training example at `positions` (eval transform; −1: unreadable)."""
         return predict_positions(self, model, self.splits.train[positions])
 
+    def training_set_logits(self, model: nn.Module) -> torch.Tensor:
+        """Logits of every training example, augmented as in training (NaN rows: unreadable images)."""
+        return logits_at(self, unwrap_model(model), self.splits.train, augment=True)[0]
+
+    def test_logits(self, model: nn.Module) -> torch.Tensor:
+        """Logits of every test image, eval transform (NaN rows: unreadable images)."""
+        return logits_at(self, unwrap_model(model), self.splits.test)[0]
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The seeded generator (the same on every rank, checkpointed) a method's own draws come from."""
+        return self.shuffle_generator
+
     def network_for_weights(self) -> nn.Module:
         """A network whose weights will be loaded (built without drawing from torch's generator)."""
         return network_without_drawing(self, None)
@@ -276,6 +289,17 @@ class ClassWeightedLoss:
 
 def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarray) -> np.ndarray:
     """Predicted class of every dataset position (−1: unreadable image), each predicted by exactly one rank."""
+    logits, readable = logits_at(task, model, positions)
+    if not len(logits):
+        return np.full(len(positions), -1, dtype=np.int64)
+    return logits.argmax(1).masked_fill(~readable, -1).cpu().numpy()
+
+
+def logits_at(task: ClothingTask, model: nn.Module, positions: np.ndarray, augment: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, readable) of every dataset position, each predicted by exactly one rank and gathered on
+    all: the eval transform, or with `augment` the training one (drawn from this rank's generator);
+    an unreadable image's row is NaN."""
     context, config = task.context, task.config
     mine = positions[shard_indices(len(positions), context.rank, context.world_size)]
     ok_masks: list[torch.Tensor] = []
@@ -290,14 +314,16 @@ def predict_positions(task: ClothingTask, model: nn.Module, positions: np.ndarra
             task.bad_in_prediction += raise_or_count_bad(batch, config.skip_bad_images)
             images_u8, _, ok = task.transform.to_device(batch)
             ok_masks.append(ok)
-            yield task.transform.eval(images_u8)
+            yield task.transform.train(images_u8, task.augment_generator) if augment else task.transform.eval(images_u8)
 
     total = -(-len(mine) // config.eval_batch_size)
     logits = predict_logits(model, with_progress(images(), total, "predicting", task.run.show_progress), config.amp)
-    local = torch.full((len(mine),), -1, dtype=torch.int64, device=task.device)
+    local = torch.full((len(mine), task.num_classes), float("nan"), device=task.device)
+    readable = torch.zeros(len(mine), dtype=torch.bool, device=task.device)
     if len(mine):
-        local = logits.argmax(1).masked_fill(~torch.cat(ok_masks), -1)
-    return gather_sharded(local, len(positions)).cpu().numpy()
+        readable = torch.cat(ok_masks)
+        local = logits.masked_fill(~readable[:, None], float("nan"))
+    return gather_sharded(local, len(positions)), gather_sharded(readable.to(torch.uint8), len(positions)).bool()
 
 
 def open_task(config: "ClothingConfig", run: "Run") -> ClothingTask:
