@@ -31,6 +31,7 @@ from utils.run.distributed import (STOP_POLL_EVERY, DistContext, all_reduce_sum,
                                    unwrap_model, wrap_model)
 from utils.run.progress import with_progress
 from utils.run.provenance import describe_device
+from utils.task import TRAINING_SET_OUTPUTS
 
 if TYPE_CHECKING:
     from utils.clothing_config import ClothingConfig
@@ -69,7 +70,7 @@ class ClothingTask:
 
     # the task interface (utils/task.py)
     name: str = "clothing1m"
-    provides: frozenset[str] = frozenset()  # no clean labels for the training list
+    provides: frozenset[str] = frozenset({TRAINING_SET_OUTPUTS})  # no clean labels for the training list
     assumed_noise_rate: float = ESTIMATED_NOISE_RATE
     train_clean_labels: None = None
 
@@ -78,6 +79,7 @@ class ClothingTask:
         labels = torch.from_numpy(self.splits.labels)
         self.train_labels = labels[self.splits.train].to(self.device)
         self.test_labels = labels[self.splits.test].to(self.device)
+        self.val_labels = labels[self.splits.val].to(self.device)
 
     @property
     def num_train(self) -> int:
@@ -240,6 +242,14 @@ class ClothingTask:
     def test_logits(self, model: nn.Module) -> torch.Tensor:
         """Logits of every test image, eval transform (NaN rows: unreadable images)."""
         return logits_at(self, unwrap_model(model), self.splits.test)[0]
+
+    def validation_logits(self, model: nn.Module) -> torch.Tensor:
+        """Logits of every clean validation image, eval transform (NaN rows: unreadable images)."""
+        return logits_at(self, unwrap_model(model), self.splits.val)[0]
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """`model` (or the layers just added to it) on the device, in the task's memory format."""
+        return place_network(model, self.device, uses_channels_last(self.config.channels_last, self.device), "off")
 
     @property
     def generator(self) -> torch.Generator:

@@ -10,7 +10,9 @@ import torch
 from models import build_model
 from models.resnet import make_stage
 from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, uninterrupted
-from utils.experiments import open_vision_loop
+from tests.clothing_fixture import tiny_with_index
+from utils.clothing_config import ClothingConfig
+from utils.experiments import open_clothing_loop, open_vision_loop
 from utils.methods.pes import PES, confident_class_weights, t1_for
 from utils.run.config import parse_config
 from utils.run.driver import Run, run_training
@@ -116,3 +118,40 @@ def test_settings_pes_cannot_run_are_refused():
                            (["--PES_lr", "0"], "--PES_lr must be positive")):
         with pytest.raises(Exception, match=message):
             parse_config(TrainConfig, ["--method", "pes", *flags], "")
+
+
+def test_each_entry_point_refuses_the_other_ones_pes_flags_and_clothing_runs_in_one_process(monkeypatch, tmp_path):
+    with pytest.raises(Exception, match="--num_networks has no effect with --method pes in main.py"):
+        parse_config(TrainConfig, ["--method", "pes", "--num_networks", "1"], "")
+    clothing = ["--method", "pes", "--data_root", str(tmp_path)]
+    with pytest.raises(Exception, match="--T3 has no effect with --method pes in Clothing.py"):
+        parse_config(ClothingConfig, [*clothing, "--T3", "2"], "")
+    config = parse_config(ClothingConfig, clothing, "")  # PES_Clothing1M.py's defaults
+    assert (config.lr, config.weight_decay, config.batch_size, config.n_epoch, config.T1, config.T2, config.PES_lr,
+            config.num_iters_epoch, config.num_networks) == (0.005, 1e-3, 64, 5, 3, 7, 5e-6, 10, 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exception, match="run Clothing.py without torchrun"):
+        parse_config(ClothingConfig, clothing, "")
+
+
+def test_on_clothing1m_the_sgd_never_holds_the_renewed_classifier(tmp_path, monkeypatch):
+    tiny = tiny_with_index(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    loops = []
+
+    def open_loop(run):
+        loops.append(open_clothing_loop(run))
+        return loops[-1]
+
+    args = ["--data_root", str(tiny.root), "--arch", "resnet18", "--image_size", "40", "--no_pretrain",
+            "--num_workers", "0", "--batch_size", "8", "--eval_batch_size", "16", "--no_progress", "--skip_bad_images",
+            "--method", "pes",
+            "--n_epoch", "2", "--T1", "1", "--T2", "1", "--num_iters_epoch", "2", "--num_networks", "1",
+            "--output_dir", "run", "--checkpoint_every", "0"]
+    assert run_training(lambda: parse_config(ClothingConfig, args, ""), open_loop, distributed=True) == 0
+    loop = loops[0]
+    held = {id(p) for group in loop.trainer.optimizer.param_groups for p in group["params"]}
+    model = loop.trainer.module
+    assert not any(id(p) in held for p in model.fc.parameters())
+    assert all(id(p) in held for name, p in model.named_parameters() if not name.startswith("fc."))
+    assert [r["confident_size"] >= 0 for r in loop.state.rounds] == [True]

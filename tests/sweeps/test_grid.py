@@ -61,7 +61,7 @@ def test_bundled_grids_load_and_cover_the_paper() -> None:
         ("cifar10", "aggre", None), ("cifar10", "random1", None), ("cifar10", "random2", None),
         ("cifar10", "random3", None), ("cifar10", "worst", None), ("cifar100", "noisy", None)]
     clothing = load_grid("clothing1m")
-    assert clothing.entry_point == "Clothing.py" and clothing.methods == ("memomentum", "ce", "coteaching")
+    assert clothing.entry_point == "Clothing.py" and clothing.methods == ("memomentum", "ce", "coteaching", "pes")
     digits = load_grid("digits")
     assert {(s.dataset, s.noise_type, s.noise_rate) for s in digits.settings} == {
         ("digits", "instance", 0.4), ("digits", "symmetric", 0.4)}
@@ -209,7 +209,7 @@ def test_a_flag_a_method_never_reads_is_left_out_of_its_runs(tmp_path: Path) -> 
 def test_clothing_command_has_no_dataset_flags(tmp_path: Path) -> None:
     grid = load_grid("clothing1m")
     run, *others = expand_runs(grid, None, [2])
-    assert [other.method for other in others] == ["ce", "coteaching"]
+    assert [other.method for other in others] == ["ce", "coteaching", "pes"]
     assert run.name == "clothing1m-real-seed2-memomentum"
     assert build_command(grid, run, tmp_path, "py") == (
         "py", "Clothing.py", "--method", "memomentum", "--seed", "2", "--output_dir", str(tmp_path),

@@ -70,9 +70,10 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            defaults={"n_epoch": 200, "lr": 0.001, "weight_decay": 0.0},
            clothing_defaults=coteaching.CLOTHING_DEFAULTS, check=coteaching.check,
            unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "beta", "keep_all_checkpoints")),
-    Method("pes", "PES", "utils.methods.pes:PES", options=pes.PesOptions,
-           defaults={"n_epoch": 200, "lr": 0.1, "weight_decay": 1e-4}, check=pes.check,
-           unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean"),
+    Method("pes", "PES", "utils.methods.pes:pes_loop", options=pes.PesOptions,
+           defaults={"n_epoch": 200, "lr": 0.1, "weight_decay": 1e-4}, clothing_defaults=pes.CLOTHING_DEFAULTS,
+           check=pes.check, unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean", "beta",
+                                          "keep_all_checkpoints"),
            needs=(TRAINING_SET_OUTPUTS,)),
     Method("pes_semi", "PES-semi", "utils.methods.pes_semi:PesSemi", options=pes_semi.PesSemiOptions,
            defaults={"n_epoch": 300, "lr": 0.02, "weight_decay": 5e-4, "data_percent": 1.0}, check=pes_semi.check,
@@ -81,8 +82,7 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            noise_type=pes_semi.noise_type),
 )}
 
-CLOTHING_METHODS = ("memomentum", "ce", "coteaching")  # PES on Clothing1M (PES_Clothing1M.py) is not here yet;
-# PES-semi needs the vision task's two-view streams
+CLOTHING_METHODS = ("memomentum", "ce", "coteaching", "pes")  # PES-semi needs the vision task's two-view streams
 
 
 def flag_methods(methods: Mapping[str, Method] | None = None) -> dict[str, tuple[str, ...]]:

@@ -19,6 +19,7 @@ the run driver's.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,14 @@ class PesOptions:
     T2: int = option(7, "Adam epochs of the renewed last stage and classifier", minimum=0, group=GROUP)
     T3: int = option(5, "Adam epochs of the renewed classifier alone", minimum=0, group=GROUP)
     PES_lr: float = option(1e-4, "Adam's learning rate while refining", group=GROUP)
+    num_iters_epoch: int = option(10, "Clothing.py: validation checks (chunks) per epoch", minimum=1, group=GROUP)
+    num_networks: int = option(2, "Clothing.py: networks trained one after the other, tested together", minimum=1,
+                               group=GROUP)
+
+
+# Clothing.py's values of the flags (PES_Clothing1M.py's defaults)
+CLOTHING_DEFAULTS = {"lr": 0.005, "weight_decay": 1e-3, "batch_size": 64, "T1": 3, "PES_lr": 5e-6}
+CLOTHING_ONLY, MAIN_ONLY = ("num_iters_epoch", "num_networks"), ("T3",)
 
 
 def check_renewable_network(config: Any, method: str, renewed: str) -> None:
@@ -63,12 +72,30 @@ def check_renewable_network(config: Any, method: str, renewed: str) -> None:
 
 def check(config: Any) -> None:
     """Settings PES cannot run are refused."""
-    check_renewable_network(config, "pes", "last layers")
     if not config.PES_lr > 0:
         raise UserError(f"--PES_lr must be positive, got {config.PES_lr}")
+    clothing = not hasattr(config, "data_percent")
+    for name in MAIN_ONLY if clothing else CLOTHING_ONLY:
+        if getattr(config, name) != getattr(PesOptions, name):
+            raise UserError(f"--{name} has no effect with --method pes in {'Clothing.py' if clothing else 'main.py'}; "
+                            f"leave it out")
+    if clothing:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("--method pes runs Clothing1M in one process, as its authors' PES_Clothing1M.py; "
+                            "run Clothing.py without torchrun")
+        return
+    check_renewable_network(config, "pes", "last layers")
     if config.data_percent >= 1.0:
         raise UserError("--data_percent 1 leaves no validation set, on which PES selects its reported model; "
                         "use e.g. 0.9 (its authors' default)")
+
+
+def pes_loop(task: Any, run: Any, title: str) -> "PES":
+    """PES's loop for `task`: PES_cs.py's (this file), or PES_Clothing1M.py's on Clothing1M."""
+    if task.name == "clothing1m":
+        from utils.methods.pes_clothing1m import PesClothing1M  # its imports only when needed
+        return PesClothing1M(task, run, title)
+    return PES(task, run, title)
 
 
 def t1_for(config: Any, dataset: str) -> int:
