@@ -2,6 +2,8 @@
 missing, failed and corrupt runs shown."""
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import json
 from pathlib import Path
@@ -15,6 +17,7 @@ from utils.sweeps.summary import (
     mean_std,
     render_latex,
     render_markdown,
+    selection_note,
     status_counts,
     summarize_sweep,
 )
@@ -239,3 +242,13 @@ def test_summary_without_sweep_record_takes_clothing_settings_from_the_result(tm
     (run_dir / "result.json").write_text(json.dumps(result))
     (row,) = collect_summary(tmp_path).rows
     assert row.setting.label == "Clothing1M" and row.cells["memomentum"].accuracies == [72.5]
+
+
+def test_a_method_without_validation_set_has_its_figure_named_in_the_caption(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    summary = collect_summary(tmp_path)
+    assert selection_note(summary) == "" and "selected on the test set" not in render_markdown(summary)
+    with_semi = dataclasses.replace(summary, rows=[], methods=[*summary.methods, "pes_semi"])
+    assert selection_note(with_semi) == ("PES-semi: reported is the best test accuracy over the epochs (its authors' "
+                                         "figure, selected on the test set: it has no validation set).")
+    assert selection_note(with_semi) in render_markdown(with_semi).splitlines()

@@ -266,6 +266,15 @@ CAPTION = ("Test accuracy (%) on the clean test set, mean ± sample standard dev
 PRECISION_NOTE = "Precision: label precision (%) of the confident set of the method's last round."
 
 
+def selection_note(summary: Summary) -> str:
+    """For methods without a validation set (PES-semi): what their reported figure is instead."""
+    titles = [method_title(m) for m in summary.methods if m in METHODS and not METHODS[m].selects_on_validation]
+    if not titles:
+        return ""
+    return (f"{', '.join(titles)}: reported is the best test accuracy over the epochs (its authors' figure, "
+            f"selected on the test set: it has no validation set).")
+
+
 def render_markdown(summary: Summary) -> str:
     header = table_header(summary)
     lines = ["| " + " | ".join(header) + " |",
@@ -275,6 +284,8 @@ def render_markdown(summary: Summary) -> str:
     lines += ["", CAPTION]
     if has_precision(summary):
         lines.append(PRECISION_NOTE)
+    if selection_note(summary):
+        lines.append(selection_note(summary))
     sources = paper_sources(summary)
     lines.append("Paper: " + ("; ".join(sources) if sources else "no paper numbers in this grid") + ".")
     if summary.unplaced:
@@ -327,7 +338,8 @@ def render_latex(summary: Summary) -> str:
         cells = [_latex_escape(c).replace(DASH, "---").replace("±", r"$\pm$")
                  for c in table_cells(row, summary)]
         lines.append(" & ".join(cells) + r" \\")
-    caption = CAPTION + (" " + PRECISION_NOTE if has_precision(summary) else "")
+    caption = CAPTION + (" " + PRECISION_NOTE if has_precision(summary) else "") + (
+        " " + selection_note(summary) if selection_note(summary) else "")
     sources = paper_sources(summary)
     if sources:
         caption += " Paper: " + "; ".join(sources) + "."
