@@ -70,14 +70,15 @@ def evaluate_run(run_dir: Path, which: str = "best", overrides: dict[str, Any] |
     """The test accuracy (exact and as the method's own code reports it) of the run's `which` weights."""
     config = run_config(run_dir, overrides or {})
     task = VisionTask(config, load_dataset(config), select_device(config.device))
-    model = task.new_model()
+    method = METHODS[config.method]
+    network = method.network_name(config, task.name)  # PES's and PES-semi's networks are their authors'
+    model = task.new_model(network)
     try:
         model.load_state_dict(saved_weights(run_dir, which))
     except RuntimeError as error:
-        raise UserError(f"the weights do not fit this run's network ({config.network_name} for {config.dataset}): "
+        raise UserError(f"the weights do not fit this run's network ({network or config.network_name} for {config.dataset}): "
                         f"{str(error).splitlines()[0]}") from None
     # the method's own test: its "official" figure is measured as its authors' code measures it
-    method = METHODS[config.method]
     return method.loop_class()(task, None, method.title).test(model)
 
 

@@ -6,9 +6,9 @@ utils/clothing_task.py (Clothing1M, one process or under torchrun; Clothing.py).
 task module (a test keeps it so): a loop written against this interface alone runs on every dataset
 (CE and Co-teaching do). What a task has beyond it is named in `provides`, and a method that needs
 such a thing declares it (`Method.needs`): a task without it refuses the method in one line. PES
-needs the vision task's outputs over the training set, PES-semi also its two-view streams; Me-Momentum's two official algorithms each
-use their own task's further members (memomentum.py the vision task's, memomentum_clothing1m.py
-Clothing1M's per-class validation, class-weighted loss and per-file predictions).
+needs the outputs over the training set (both tasks have them), PES-semi also the vision task's
+two-view streams. Me-Momentum's and PES's loops on Clothing1M (their authors' other programs) use
+that task's further members: per-class validation, class-weighted loss, per-file predictions.
 """
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ class VisionConfig(MethodFlags, RunConfig):
     def drawn_noise_type(self) -> str:
         """The noise function that draws the labels: --noise_type, unless the method draws that type its
         own way (PES-semi's symmetric noise, as its authors')."""
-        drawn = METHODS[self.method].noise_type
+        drawn = METHODS[self.method].drawn_noise_type
         return drawn(self) if drawn is not None else self.noise_type
 
     @property

@@ -112,8 +112,10 @@ class VisionTask:
         """The keys of result.json that say what was trained on."""
         # CIFAR-N labels are people's: --noise_rate played no part, so none is recorded
         rate = None if self.config.human_noise else self.config.noise_rate
+        drawn = self.config.drawn_noise_type  # PES-semi draws symmetric noise as its authors' code does
         return {"dataset": self.config.dataset, "noise_type": self.config.noise_type,
-                "noise_rate": rate, "actual_noise_rate": self.actual_noise_rate}
+                "noise_rate": rate, "actual_noise_rate": self.actual_noise_rate,
+                **({"drawn_noise_type": drawn} if drawn != self.config.noise_type else {})}
 
     def new_model(self, name: str | None = None) -> nn.Module:
         """A fresh network, `--network` or the dataset's unless `name` names another (initialised from

@@ -10,6 +10,10 @@ import torch
 import evaluate as evaluate_module
 from tests.runs import TINY_DIGITS, for_method, run_main
 from tests.end_to_end.test_bad_input import assert_one_error_line
+from tests.formats import random_vision_arrays, write_cifar
+from utils.methods import METHODS
+from utils.run.config import parse_config
+from utils.train_config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +60,22 @@ def test_anything_else_is_one_line(finished_runs, monkeypatch, capsys, target, w
     torch.save({"weight": torch.zeros(3)}, finished_runs / "foreign.pt")
     assert evaluate_module.main([target, "--weights", weights]) == 2
     assert_one_error_line(capsys.readouterr().err, message)
+
+
+def test_a_method_with_its_authors_network_is_scored_with_that_network(tmp_path, monkeypatch, capsys):
+    """PES-semi trains its authors' PreAct ResNet-18 on CIFAR-10, not the dataset's ResNet-18: evaluate.py
+    builds the same network (and PES its padded-stem ResNet)."""
+    write_cifar(tmp_path / "data", "cifar10", *random_vision_arrays("cifar10", 130, 40, seed=0))
+    args = ["--dataset", "cifar10", "--data_path", str(tmp_path / "data"), "--method", "pes_semi", "--n_epoch", "2",
+            "--T1", "1", "--T2", "1", "--iterations_per_epoch", "1", "--batch_size", "16", "--no_progress",
+            "--output_dir", "semi", "--num_threads", "1"]
+    done = run_main(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    assert evaluate_module.main(["semi", "--weights", "last"]) == 0
+    result = json.loads((tmp_path / "semi" / "result.json").read_text())
+    assert f"test accuracy {result['test_acc_last']!r} (exact)" in capsys.readouterr().out
+    pes = METHODS["pes"].network_name(parse_config(TrainConfig, ["--method", "pes", "--dataset", "cifar100"], ""),
+                                      "cifar100")
+    assert pes == "pes_resnet34"

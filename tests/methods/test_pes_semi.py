@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from models import build_model
 from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, main_main, uninterrupted
 from utils.experiments import open_vision_loop
-from utils.methods.pes_semi import (PesSemi, alpha_at, batch_split, beta_draw, lambda_u_for, mixmatch_step,
-                                    network_for, noise_type, rampup)
+from utils.methods.pes_semi import (PesSemi, alpha_at, batch_split, beta_draw, clipped_class_weights,
+                                    drawn_noise_type, lambda_u_for, mixmatch_step, network_for, rampup)
 from utils.run.config import parse_config
 from utils.run.driver import Run, run_training
 from utils.train_config import TrainConfig
@@ -82,7 +82,12 @@ def test_the_batch_is_split_as_their_update_trainloader_splits_it():
     assert batch_split(200, 200, 128) == (64, 64)
 
 
-def test_the_ramp_beta_and_class_weight_clip():
+def test_the_class_weights_are_clipped_at_three():
+    labels = np.array([0] + [1] * 100 + [3] * 10)  # counts 1, 100, 0, 10: mean of the nonzero ones 37
+    np.testing.assert_allclose(clipped_class_weights(labels, 4), [3.0, 0.37, 0.0, 3.0])
+
+
+def test_the_ramp_and_beta():
     assert rampup(20.0, 20, 150) == 0 and rampup(28.0, 20, 150) == 75.0 and rampup(40.0, 20, 150) == 150.0
     assert rampup(19.5, 20, 150) == 0.0
     assert [alpha_at(epoch, 300, 4.0) for epoch in (0, 149, 150, 299)] == [4.0, 4.0, 0.75, 0.75]
@@ -144,12 +149,15 @@ def test_a_step_without_unlabelled_examples_trains_on_the_labelled_alone():
 
 def test_symmetric_noise_is_their_include_noise_unless_asked_otherwise():
     semi = parse_config(TrainConfig, ["--method", "pes_semi", "--dataset", "digits"], "")
-    assert noise_type(semi) == semi.drawn_noise_type == "symmetric_include"
+    assert drawn_noise_type(semi) == semi.drawn_noise_type == "symmetric_include"
     official = parse_config(TrainConfig, ["--method", "pes_semi", "--symmetric_noise", "official"], "")
     assert official.drawn_noise_type == "symmetric"
     pairflip = parse_config(TrainConfig, ["--method", "pes_semi", "--noise_type", "pairflip"], "")
     assert pairflip.drawn_noise_type == "pairflip"
     assert parse_config(TrainConfig, ["--method", "pes"], "").drawn_noise_type == "symmetric"
+    for other in (["--noise_type", "pairflip"], ["--dataset", "cifar10", "--noise_type", "aggre"]):
+        with pytest.raises(Exception, match="--symmetric_noise has no effect with --noise_type"):
+            parse_config(TrainConfig, ["--method", "pes_semi", *other, "--symmetric_noise", "official"], "")
 
 
 def test_two_view_streams_give_full_batches_of_each_pass_of_the_subset(tmp_path, monkeypatch):
@@ -204,11 +212,14 @@ def test_no_validation_set_and_the_best_test_accuracy_over_the_epochs_is_reporte
     assert config["data_percent"] == 1.0
 
 
-def test_killed_inside_a_mixmatch_epoch_it_resumes_bit_for_bit(tmp_path, monkeypatch):
-    reference = uninterrupted(tmp_path, monkeypatch, SEMI_DIGITS)
-    # 22 warm-up batches, 22 refining ones, then 6 MixMatch steps an epoch: batch 52 is in the second
-    resumed = kill_then_resume(tmp_path, monkeypatch, SEMI_DIGITS,
-                               lambda patch: kill_on_call(patch, Run, "should_stop", 52))
+@pytest.mark.parametrize("refining_passes, batch", [("2", 50), ("1", 52)])
+def test_killed_inside_the_refining_or_a_mixmatch_epoch_it_resumes_bit_for_bit(tmp_path, monkeypatch,
+                                                                                refining_passes, batch):
+    # 22 warm-up batches, then 22 per refining pass, then 6 MixMatch steps an epoch: batch 50 is in the
+    # second refining pass (the checkpoint holds the Adam state of the first), 52 in the second MixMatch epoch
+    args = [*SEMI_DIGITS, "--T2", refining_passes]
+    reference = uninterrupted(tmp_path, monkeypatch, args)
+    resumed = kill_then_resume(tmp_path, monkeypatch, args, lambda patch: kill_on_call(patch, Run, "should_stop", batch))
     assert resumed == reference
 
 

@@ -36,13 +36,19 @@ class Method:
     unread_flags: tuple[str, ...] = ()           # flags its loop never reads: refused, not ignored
     needs: tuple[str, ...] = ()                  # what it asks of a task beyond the interface (Task.provides)
     selects_on_validation: bool = True           # False: it reports without a validation set (PES-semi)
-    noise_type: Callable[[Any], str] | None = None  # the noise function it draws --noise_type with, where
-                                                    # its authors' code draws it its own way
+    drawn_noise_type: Callable[[Any], str] | None = None  # (config) → the noise type its labels are drawn with,
+                                                          # where its authors' code draws --noise_type its own way
+    network: Callable[[Any, str], str | None] | None = None  # (config, dataset) → its authors' network of the
+                                                              # dataset (None: the task's own)
 
     def loop_class(self) -> Callable[..., Any]:
         """What builds this method's loop from (task, run, title)."""
         module, _, name = self.loop.partition(":")
         return getattr(importlib.import_module(module), name)
+
+    def network_name(self, config: Any, dataset: str) -> str | None:
+        """The network its runs of `dataset` train (None: the task's own, --network or the dataset's)."""
+        return self.network(config, dataset) if self.network is not None else None
 
     def open_loop(self, task: Any, run: Any, title: str) -> Any:
         """The method's loop on `task`, or a one-line refusal when the task lacks what it needs."""
@@ -74,12 +80,12 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            defaults={"n_epoch": 200, "lr": 0.1, "weight_decay": 1e-4}, clothing_defaults=pes.CLOTHING_DEFAULTS,
            check=pes.check, unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean", "beta",
                                           "keep_all_checkpoints"),
-           needs=(TRAINING_SET_OUTPUTS,)),
+           needs=(TRAINING_SET_OUTPUTS,), network=pes.network_for),
     Method("pes_semi", "PES-semi", "utils.methods.pes_semi:PesSemi", options=pes_semi.PesSemiOptions,
            defaults={"n_epoch": 300, "lr": 0.02, "weight_decay": 5e-4, "data_percent": 1.0}, check=pes_semi.check,
            unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean"),
            needs=(TRAINING_SET_OUTPUTS, TWO_VIEW_STREAMS), selects_on_validation=False,
-           noise_type=pes_semi.noise_type),
+           drawn_noise_type=pes_semi.drawn_noise_type, network=pes_semi.network_for),
 )}
 
 CLOTHING_METHODS = ("memomentum", "ce", "coteaching", "pes")  # PES-semi needs the vision task's two-view streams
@@ -137,7 +143,7 @@ class MethodFlags:
 
 def with_method_flags(base: type, methods: Mapping[str, Method], name: str, doc: str) -> type:
     """`base` with the flags every method adds (each method declares its own in its file). A flag
-    several methods add is one field, its help naming each method's default."""
+    several methods add is one field, its help naming each method's meaning (where they differ) and default."""
     extra = tuple(method.options for method in methods.values() if method.options is not None)
     shared = []
     for flag, owners in flag_methods(methods).items():
@@ -147,7 +153,10 @@ def with_method_flags(base: type, methods: Mapping[str, Method], name: str, doc:
             if len({str(spec.type) for spec in specs}) > 1:
                 raise TypeError(f"--{flag} has different types in methods {', '.join(owners)}")
             per_method = ", ".join(f"{owner}: {spec.default}" for owner, spec in zip(owners, specs))
-            metadata = {**specs[0].metadata, "help": f"{specs[0].metadata['help']} (default per method: {per_method})"}
+            helps = list(dict.fromkeys(spec.metadata["help"] for spec in specs))
+            text = helps[0] if len(helps) == 1 else "; ".join(f"{owner}: {spec.metadata['help']}"
+                                                              for owner, spec in zip(owners, specs))
+            metadata = {**specs[0].metadata, "help": f"{text} (default per method: {per_method})"}
             shared.append((flag, specs[0].type, dataclasses.field(default=specs[0].default, metadata=metadata)))
     composed = dataclasses.make_dataclass(name, shared, bases=(*extra, base), frozen=True)
     composed.__module__ = base.__module__

@@ -49,7 +49,7 @@ REFINES = ((1, "T2"), (0, "T3"))
 @dataclass(frozen=True)
 class PesOptions:
     T1: int = option(0, "epochs before progressive early stopping (0: 25 for CIFAR-10, 30 for CIFAR-100, "
-                        "as its authors; 25 otherwise, ours)", minimum=0, group=GROUP)
+                        "as its authors; 25 otherwise, ours; Clothing.py: 3, as its authors)", minimum=0, group=GROUP)
     T2: int = option(7, "Adam epochs of the renewed last stage and classifier", minimum=0, group=GROUP)
     T3: int = option(5, "Adam epochs of the renewed classifier alone", minimum=0, group=GROUP)
     PES_lr: float = option(1e-4, "Adam's learning rate while refining", group=GROUP)
@@ -98,9 +98,15 @@ def pes_loop(task: Any, run: Any, title: str) -> "PES":
     return PES(task, run, title)
 
 
-def t1_for(config: Any, dataset: str) -> int:
-    """--T1, or its default for the dataset (0 means the default, as in its authors' code)."""
-    return config.T1 or T1_DEFAULTS.get(dataset, T1_OURS)
+def network_for(config: Any, dataset: str) -> str | None:
+    """Their network of the dataset (None: the task's own, LeNet on MNIST/digits), unless --network."""
+    return None if config.network else NETWORKS.get(dataset)
+
+
+def t1_for(config: Any, dataset: str, defaults: dict[str, int] = T1_DEFAULTS, ours: int = T1_OURS) -> int:
+    """--T1, or its default for the dataset (0 means the default, as in its authors' code; `ours` where
+    their code has no setting)."""
+    return config.T1 or defaults.get(dataset, ours)
 
 
 def confident_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -144,7 +150,7 @@ class PES(TrainerLoop):
 
     def new_trainer(self) -> Trainer:
         config = self.config
-        model = self.task.new_model(NETWORKS.get(self.task.name) if not config.network else None)
+        model = self.task.new_model(network_for(config, self.task.name))
         trained = self.sgd_parameters(model)
         self.train_only(model, trained)
         # torch's own SGD kernels, as its authors' code (--sgd does not apply)
@@ -241,7 +247,7 @@ class PES(TrainerLoop):
             record["precision"] = round(100.0 * float((task.train_clean_labels[subset] == task.train_labels[subset])
                                                       .double().mean()), 4)
         if len(subset) == 0:
-            raise UserError(f"PES found no confident example before epoch {s.epoch + 1} (no prediction agrees with "
+            raise UserError(f"{self.title} found no confident example before epoch {s.epoch + 1} (no prediction agrees with "
                             f"its noisy label); train longer before refining (--T1) or check the labels")
         self.end_round(record, f"epoch {s.epoch + 1}: {len(subset)} confident examples of {task.num_train}",
                        summary={key: record[key] for key in ("inner", "confident_size")})

@@ -33,7 +33,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
 
 from utils.engine import Step, Trainer, autocast, make_sgd, train_forward
 from utils.errors import UserError
-from utils.methods.pes import PES, check_renewable_network, confident_class_weights
+from utils.methods.pes import PES, check_renewable_network, confident_class_weights, t1_for
 from utils.run.config import option
 from utils.run.loop import cpu_weights
 from utils.run.progress import with_progress
@@ -42,6 +42,7 @@ GROUP = "PES-semi (--method pes_semi)"
 T1_DEFAULTS = {"cifar10": 20, "cifar100": 35}   # their per-dataset T1
 T1_OURS = 20                                      # MNIST/digits: their code has no setting; ours
 NETWORKS = {"cifar10": "preact_resnet18", "cifar100": "preact_resnet18"}
+CIFAR_DATASETS = ("cifar10", "cifar100")
 # CIFAR-N, as PES_noisylabels.py runs PES-semi there: ResNet-34 and its own lambda_u
 HUMAN_NOISE_NETWORK = "pes_resnet34"
 LAMBDA_U, HUMAN_NOISE_LAMBDA_U = 150.0, {"cifar10": 5.0, "cifar100": 75.0}
@@ -80,6 +81,9 @@ def check(config: Any) -> None:
     """Settings PES-semi cannot run are refused."""
     if config.T2:
         check_renewable_network(config, "pes_semi", "classifier")
+    synthetic_symmetric = config.noise_type == "symmetric" and not getattr(config, "human_noise", False)
+    if config.symmetric_noise != PesSemiOptions.symmetric_noise and not synthetic_symmetric:
+        raise UserError(f"--symmetric_noise has no effect with --noise_type {config.noise_type}; leave it out")
     for name in ("PES_lr", "alpha", "T"):
         if not getattr(config, name) > 0:
             raise UserError(f"--{name} must be positive, got {getattr(config, name)}")
@@ -101,11 +105,17 @@ def network_for(config: Any, dataset: str) -> str | None:
     return NETWORKS.get(dataset)
 
 
-def noise_type(config: Any) -> str:
+def drawn_noise_type(config: Any) -> str:
     """The noise function that draws the labels: their include_noise for symmetric noise."""
     if config.noise_type == "symmetric" and config.symmetric_noise == "include":
         return "symmetric_include"
     return config.noise_type
+
+
+def clipped_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Their update_trainloader's weights: mean(nonzero class counts) / count, 0 for an absent class,
+    at most 3 ("avoid too large numbers")."""
+    return np.minimum(confident_class_weights(labels, num_classes), MAX_CLASS_WEIGHT)
 
 
 def batch_split(labelled: int, unlabelled: int, batch_size: int) -> tuple[int, int]:
@@ -187,7 +197,7 @@ class PesSemi(PES):
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
-        self.t1 = self.config.T1 or T1_DEFAULTS.get(task.name, T1_OURS)
+        self.t1 = t1_for(self.config, task.name, T1_DEFAULTS, T1_OURS)
         self.lambda_u = lambda_u_for(self.config, task.name)
 
     # ------------------------------------------------------------------ the loop
@@ -205,7 +215,7 @@ class PesSemi(PES):
 
     def new_trainer(self) -> Trainer:
         config = self.config
-        model = self.task.new_model(network_for(config, self.task.name))
+        model = self.task.new_model(network_for(config, self.task.name))  # as the registry's Method.network
         trained = self.sgd_parameters(model)
         self.train_only(model, trained)
         # torch's own SGD kernels, as its authors' code (--sgd does not apply)
@@ -220,7 +230,7 @@ class PesSemi(PES):
         """One epoch of MixMatch steps on the confident (labelled) and other (unlabelled) examples."""
         s, task, config = self.state, self.task, self.config
         started, lr = time.time(), self.trainer.lr
-        labelled, weights = self.confident_set()
+        labelled, _ = self.confident_set()
         unconfident = torch.ones(task.num_train, dtype=torch.bool, device=labelled.device)
         unconfident[labelled] = False
         unlabelled = unconfident.nonzero().squeeze(1)
@@ -233,7 +243,8 @@ class PesSemi(PES):
         batches = with_progress(self.mixmatch_batches(labelled, labelled_batch, unlabelled, unlabelled_batch,
                                                       iterations), iterations, f"mixmatch e{s.epoch + 1}",
                                 self.run.show_progress)
-        class_weights = torch.tensor(np.minimum(weights, MAX_CLASS_WEIGHT), dtype=torch.float32, device=task.device)
+        weights = clipped_class_weights(task.train_labels[labelled].cpu().numpy(), task.num_classes)
+        class_weights = torch.tensor(weights, dtype=torch.float32, device=task.device)
         alpha = alpha_at(s.epoch, config.n_epoch, config.alpha)
         epoch = s.epoch
 
@@ -251,7 +262,7 @@ class PesSemi(PES):
     def default_iterations(self) -> int:
         """50,000 / batch_size on CIFAR (their constant: CIFAR's training set), else the training set's size /
         batch_size (ours); at least one."""
-        examples = CIFAR_EXAMPLES if self.task.name in NETWORKS else self.task.num_train
+        examples = CIFAR_EXAMPLES if self.task.name in CIFAR_DATASETS else self.task.num_train
         return max(examples // self.config.batch_size, 1)
 
     def mixmatch_batches(self, labelled: torch.Tensor, labelled_batch: int, unlabelled: torch.Tensor,

@@ -90,9 +90,9 @@ def plot_accuracy(epochs: Sequence[dict[str, Any]], stem: Path, title: str = "")
     test = [_nan(e.get("test_acc")) for e in epochs]
     axes.plot(x, val, label="validation (noisy, class-balanced)", color="tab:blue", linewidth=1.4)
     if not np.all(np.isnan(test)):
-        # Test accuracy is measured only when validation improves (docs/method.md, "Me-Momentum"):
-        # points, not a curve.
-        axes.plot(x, test, label="test (clean), at new best validation", color="tab:orange",
+        # Test accuracy is measured when validation improves (docs/method.md, "Me-Momentum"), or every
+        # epoch by a method without a validation set (PES-semi): points, not a curve.
+        axes.plot(x, test, label="test (clean), when measured", color="tab:orange",
                   linestyle="none", marker="o", markersize=3.5)
     outer_drawn = inner_drawn = False
     for position, new_outer in boundary_positions(epochs):
