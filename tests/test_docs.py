@@ -142,10 +142,11 @@ def test_every_figure_of_the_digits_table_is_in_results():
     """docs/results.md's digits table and the README's digits row: each method's mean ± sd and per-seed
     test accuracies are read again from results/digits-instance/."""
     section = (REPO / "docs" / "results.md").read_text().split("## Digits, instance 40 %", 1)[1].split("\n## ", 1)[0]
-    titles = {"Me-Momentum": "memomentum", "Standard (CE)": "ce", "Co-teaching": "coteaching", "PES": "pes"}
+    titles = {"Me-Momentum": "memomentum", "Standard (CE)": "ce", "Co-teaching": "coteaching", "PES": "pes",
+              "PES-semi": "pes_semi"}
     readme = (REPO / "README.md").read_text()
     checked = 0
-    for row in re.findall(r"^\| (Me-Momentum|Standard \(CE\)|Co-teaching|PES) \|(.*)$", section, re.M):
+    for row in re.findall(r"^\| (Me-Momentum|Standard \(CE\)|Co-teaching|PES|PES-semi) \|(.*)$", section, re.M):
         runs = [json.loads((REPO / "results" / "digits-instance" / f"digits-instance-0.4-seed{seed}-{titles[row[0]]}"
                             / "result.json").read_text()) for seed in (1, 2, 3)]
         accuracies = [run["test_acc"] for run in runs]
