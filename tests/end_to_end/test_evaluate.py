@@ -66,8 +66,8 @@ def test_a_method_with_its_authors_network_is_scored_with_that_network(tmp_path,
     """PES-semi trains its authors' PreAct ResNet-18 on CIFAR-10, not the dataset's ResNet-18: evaluate.py
     builds the same network (and PES its padded-stem ResNet)."""
     write_cifar(tmp_path / "data", "cifar10", *random_vision_arrays("cifar10", 130, 40, seed=0))
-    args = ["--dataset", "cifar10", "--data_path", str(tmp_path / "data"), "--method", "pes_semi", "--n_epoch", "2",
-            "--T1", "1", "--T2", "1", "--iterations_per_epoch", "1", "--batch_size", "16", "--no_progress",
+    args = ["--dataset", "cifar10", "--data_path", str(tmp_path / "data"), "--method", "pes_semi", "--n_epoch", "1",
+            "--T1", "5", "--batch_size", "16", "--no_progress",
             "--output_dir", "semi", "--num_threads", "1"]
     done = run_main(args, tmp_path)
     assert done.returncode == 0, done.stderr
