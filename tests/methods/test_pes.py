@@ -9,7 +9,7 @@ import torch
 
 from models import build_model
 from models.resnet import make_stage
-from tests.runs import TINY_DIGITS, for_method, kill_on_call, kill_then_resume, uninterrupted
+from tests.runs import TINY_DIGITS, clothing_main, for_method, kill_on_call, kill_then_resume, main_main, uninterrupted
 from tests.clothing_fixture import tiny_with_index
 from utils.clothing_config import ClothingConfig
 from utils.experiments import open_clothing_loop, open_vision_loop
@@ -155,3 +155,15 @@ def test_on_clothing1m_the_sgd_never_holds_the_renewed_classifier(tmp_path, monk
     assert not any(id(p) in held for p in model.fc.parameters())
     assert all(id(p) in held for name, p in model.named_parameters() if not name.startswith("fc."))
     assert [r["confident_size"] >= 0 for r in loop.state.rounds] == [True]
+
+
+def test_settings_under_which_nothing_trains_are_refused_before_the_run_folder_is_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for method in ("pes", "pes_semi"):
+        assert main_main([*for_method(TINY_DIGITS, method), "--batch_size", "5000", "--output_dir", method]) == 2
+        assert not (tmp_path / method).exists()
+    tiny = tiny_with_index(tmp_path / "data")  # 54 training images: 6 batches of 8, 5 // 10 per chunk
+    args = ["--data_root", str(tiny.root), "--arch", "resnet18", "--image_size", "40", "--no_pretrain", "--num_workers",
+            "0", "--batch_size", "8", "--no_progress", "--method", "pes", "--output_dir", "clothing"]
+    assert clothing_main(args) == 2
+    assert not (tmp_path / "clothing").exists()

@@ -131,6 +131,9 @@ class PES(TrainerLoop):
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
+        if task.num_train < self.config.batch_size:  # full batches only: not one to train on
+            raise UserError(f"--batch_size {self.config.batch_size} is larger than the {task.num_train} training "
+                            f"examples, and {title} trains on full batches only; use a smaller --batch_size")
         self.t1 = t1_for(self.config, task.name)
         self.refiner: torch.optim.Adam | None = None   # Adam of the refining stage in progress
 

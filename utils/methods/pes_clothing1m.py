@@ -31,6 +31,7 @@ from torch import nn
 
 from data.clothing_index import class_counts
 from utils.engine import EpochStats, Trainer, sgd_trainer, supervised_step
+from utils.errors import UserError
 from utils.metrics import TestAccuracy, batch_mean_accuracy, readable_accuracy
 from utils.methods.memomentum_clothing1m import class_weights
 from utils.run.atomic import atomic_torch_save
@@ -63,6 +64,10 @@ class PesClothing1M(TrainerLoop):
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
         self.t1 = self.config.T1 or 3       # their default
+        if self.chunk_batches_of(task.num_train) == 0:
+            raise UserError(f"{task.num_train} training examples in batches of {self.config.batch_size} leave no batch "
+                            f"for each of --num_iters_epoch {self.config.num_iters_epoch} chunks: nothing would "
+                            f"train; use a smaller --num_iters_epoch or --batch_size")
         self.refiner: torch.optim.Adam | None = None
 
     # ------------------------------------------------------------------ the loop
@@ -114,8 +119,11 @@ class PesClothing1M(TrainerLoop):
         return self.config.T2 > 0 and (s.epoch > self.t1 or (s.epoch == self.t1 and s.refine_chunks > 0))
 
     def chunk_batches(self) -> int:
+        return self.chunk_batches_of(len(self.state.train_positions))
+
+    def chunk_batches_of(self, examples: int) -> int:
         """Their `train`'s batches per chunk: (full batches of the pass − 1) // num_iters_epoch."""
-        full_batches = len(self.state.train_positions) // self.config.batch_size
+        full_batches = examples // self.config.batch_size
         return max(full_batches - 1, 0) // self.config.num_iters_epoch  # their int() of a negative: 0
 
     def chunk(self, index: int, positions: np.ndarray) -> np.ndarray:
