@@ -1,7 +1,6 @@
 """main.py end to end: both methods on digits, MNIST and CIFAR from small files in the real
 formats, the noisy-label export, and one-line errors with exit code 2 for bad input."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from tests.formats import random_vision_arrays, write_cifar, write_mnist
 from data.noise import make_noisy_labels
 from data.split import train_val_split
 from data.datasets import load_vision_data
-from tests.runs import TINY_DIGITS, comparable, for_method, read_run, run_main
+from tests.runs import TINY_DIGITS, for_method, read_run, run_main
 
 SMALL_LOOP = ["--n_epoch", "2", "--max_outer_loop", "1", "--max_inner_loop", "2", "--no_progress"]
 RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "checkpoint.pt", "latest.pt", "best.pt")
