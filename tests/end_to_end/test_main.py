@@ -1,7 +1,6 @@
 """main.py end to end: both methods on digits, MNIST and CIFAR from small files in the real
 formats, the noisy-label export, and one-line errors with exit code 2 for bad input."""
 
-
 import numpy as np
 import pytest
 import torch
