@@ -32,6 +32,24 @@ from utils.errors import DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """How a Clothing1M program turns its S×S images into network inputs: `crop` None is the official
+    Clothing.py's (training: RandomCrop(S, padding=S//8) + flip; evaluation: the whole image), else
+    PES_Clothing1M.py's with crops of `crop` × S (training: RandomCrop, no padding, + flip; evaluation:
+    CenterCrop): theirs are 224 of 256."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop: float | None = None
+
+
+IMAGE_TRANSFORMS = {
+    "official": ImageTransform(),
+    "pes": ImageTransform((0.6959, 0.6537, 0.6371), (0.3113, 0.3192, 0.3214), crop=224 / 256),  # PES_Clothing1M.py
+}
 IGNORED_LABEL = -1  # label of a skipped (unreadable) training image: the loss ignores it
 
 
@@ -195,12 +213,15 @@ class ClothingLoader:
 
 
 class DeviceBatchTransform:
-    """uint8 batch → normalised float on the device; training adds random crop (pad S//8) and flip."""
+    """uint8 batch → normalised float on the device; training adds a random crop and a flip (`transform`)."""
 
-    def __init__(self, device: torch.device, image_size: int, channels_last: bool = False) -> None:
+    def __init__(self, device: torch.device, image_size: int, channels_last: bool = False,
+                 transform: ImageTransform = IMAGE_TRANSFORMS["official"]) -> None:
         self.device = device
         self.padding = image_size // 8
-        self.pipeline = DevicePipeline(IMAGENET_MEAN, IMAGENET_STD, crop_and_flip=False,
+        self.image_size = image_size
+        self.crop = None if transform.crop is None else round(transform.crop * image_size)
+        self.pipeline = DevicePipeline(transform.mean, transform.std, crop_and_flip=False,
                                        device=device, channels_last=channels_last)
 
     def to_device(self, batch: ClothingBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,15 +231,24 @@ class DeviceBatchTransform:
                 batch.ok.to(self.device, non_blocking=non_blocking))
 
     def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """RandomCrop(S, padding=S//8) + RandomHorizontalFlip(), drawn per example from `generator`."""
+        """RandomCrop(S, padding=S//8) (or RandomCrop(crop)) + RandomHorizontalFlip(), drawn per example
+        from `generator`."""
         n = images.shape[0]
-        offsets = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator)
-        flips = torch.rand(n, generator=generator) < 0.5
-        cropped = crop_and_flip(images, offsets.to(self.device), flips.to(self.device), padding=self.padding)
-        return self.pipeline.normalise(cropped)
+        positions = 2 * self.padding + 1 if self.crop is None else self.image_size - self.crop + 1
+        offsets = torch.randint(0, positions, (n, 2), generator=generator).to(self.device)
+        flips = (torch.rand(n, generator=generator) < 0.5).to(self.device)
+        if self.crop is None:
+            return self.pipeline.normalise(crop_and_flip(images, offsets, flips, padding=self.padding))
+        windows = images.unfold(2, self.crop, 1).unfold(3, self.crop, 1)  # [n, C, positions, positions, crop, crop]
+        crops = windows[torch.arange(n, device=images.device), :, offsets[:, 0], offsets[:, 1]]
+        return self.pipeline.normalise(torch.where(flips[:, None, None, None], crops.flip(3), crops))
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pipeline.normalise(images)
+        """The whole image (or CenterCrop(crop): torchvision's top-left corner, round((S − crop) / 2))."""
+        if self.crop is None:
+            return self.pipeline.normalise(images)
+        start = int(round((self.image_size - self.crop) / 2.0))
+        return self.pipeline.normalise(images[:, :, start:start + self.crop, start:start + self.crop])
 
 
 def raise_or_count_bad(batch: ClothingBatch, skip_bad_images: bool) -> int:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from data.clothing import (ClothingLoader, ClothingSplits, DeviceBatchTransform, IGNORED_LABEL, build_splits,
-                           default_num_workers, raise_or_count_bad)
+from data.clothing import (IGNORED_LABEL, IMAGE_TRANSFORMS, ClothingLoader, ClothingSplits, DeviceBatchTransform,
+                           build_splits, default_num_workers, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME, class_counts, load_index
 from data.device_pipeline import batch_bounds
 from models.pretrained import StateDict, batch_of_one_trains, build_classifier, load_imagenet_state
@@ -30,6 +30,7 @@ from utils.run.distributed import (STOP_POLL_EVERY, DistContext, all_reduce_sum,
                                    gather_sharded, main_process_first, shard_for_training, shard_indices,
                                    unwrap_model, wrap_model)
 from utils.run.progress import with_progress
+from utils.methods import METHODS
 from utils.run.provenance import describe_device
 from utils.task import TRAINING_SET_OUTPUTS
 
@@ -348,7 +349,8 @@ def open_task(config: "ClothingConfig", run: "Run") -> ClothingTask:
             imagenet_state = load_imagenet_state(config.arch, config.weights)
     task = ClothingTask(config, run, splits, loader,
                         DeviceBatchTransform(context.device, config.image_size,
-                                             uses_channels_last(config.channels_last, context.device)),
+                                             uses_channels_last(config.channels_last, context.device),
+                                             IMAGE_TRANSFORMS[METHODS[config.method].clothing_images]),
                         imagenet_state, class_counts(splits.labels[splits.val], config.num_classes),
                         torch.Generator().manual_seed(config.seed),
                         torch.Generator().manual_seed(rank_seed(config.seed, context.rank)))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms
 
-from data.clothing import (IMAGENET_MEAN, IMAGENET_STD, ClothingImages, ClothingLoader, DeviceBatchTransform,
-                           build_splits, collate_uint8, raise_or_count_bad)
+from data.clothing import (IMAGE_TRANSFORMS, IMAGENET_MEAN, IMAGENET_STD, ClothingImages, ClothingLoader,
+                           DeviceBatchTransform, build_splits, collate_uint8, raise_or_count_bad)
 from data.clothing_index import INDEX_FILE_NAME
 from tests.clothing_fixture import tiny_with_index
 from utils.errors import DatasetError
@@ -63,3 +65,22 @@ def test_device_transform_crops_with_padding_and_normalises():
     zero_padding = (0.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     borders = augmented.permute(0, 2, 3, 1).reshape(-1, 3)
     assert any(torch.allclose(pixel, zero_padding) for pixel in borders)  # some crop reached the padding
+
+
+def test_pes_transform_is_their_center_crop_and_random_crop_without_padding():
+    """PES_Clothing1M.py: Resize((256, 256)) then CenterCrop(224) to evaluate, RandomCrop(224) + flip to
+    train, normalised with their mean and std."""
+    transform = DeviceBatchTransform(torch.device("cpu"), 256, transform=IMAGE_TRANSFORMS["pes"])
+    images = torch.randint(0, 256, (3, 3, 256, 256), dtype=torch.uint8)
+    normalize = transforms.Normalize((0.6959, 0.6537, 0.6371), (0.3113, 0.3192, 0.3214))
+    theirs = transforms.Compose([transforms.CenterCrop(224), transforms.ToTensor(), normalize])
+    for image, ours in zip(images, transform.eval(images)):
+        torch.testing.assert_close(ours, theirs(Image.fromarray(image.permute(1, 2, 0).numpy())))
+    trained = transform.train(images, torch.Generator().manual_seed(3))
+    draws = torch.Generator().manual_seed(3)  # the same draws: 33 × 33 offsets, then the flips
+    offsets = torch.randint(0, 33, (3, 2), generator=draws)
+    flips = torch.rand(3, generator=draws) < 0.5
+    for image, (top, left), flip, ours in zip(images, offsets.tolist(), flips.tolist(), trained):
+        crop = image[:, top:top + 224, left:left + 224]
+        expected = normalize((crop.flip(2) if flip else crop).float() / 255)
+        torch.testing.assert_close(ours, expected)

@@ -154,7 +154,8 @@ def test_on_clothing1m_the_sgd_never_holds_the_renewed_classifier(tmp_path, monk
     model = loop.trainer.module
     assert not any(id(p) in held for p in model.fc.parameters())
     assert all(id(p) in held for name, p in model.named_parameters() if not name.startswith("fc."))
-    assert [r["confident_size"] >= 0 for r in loop.state.rounds] == [True]
+    assert [r["network"] for r in loop.state.rounds] == [1]
+    assert loop.state.rounds[0]["confident_size"] == len(loop.state.train_positions)
 
 
 def test_settings_under_which_nothing_trains_are_refused_before_the_run_folder_is_made(tmp_path, monkeypatch):

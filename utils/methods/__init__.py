@@ -40,6 +40,7 @@ class Method:
                                                           # where its authors' code draws --noise_type its own way
     network: Callable[[Any, str], str | None] | None = None  # (config, dataset) → its authors' network of the
                                                               # dataset (None: the task's own)
+    clothing_images: str = "official"            # its Clothing1M image transform (data/clothing.py IMAGE_TRANSFORMS)
 
     def loop_class(self) -> Callable[..., Any]:
         """What builds this method's loop from (task, run, title)."""
@@ -80,7 +81,7 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            defaults={"n_epoch": 200, "lr": 0.1, "weight_decay": 1e-4}, clothing_defaults=pes.CLOTHING_DEFAULTS,
            check=pes.check, unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean", "beta",
                                           "keep_all_checkpoints"),
-           needs=(TRAINING_SET_OUTPUTS,), network=pes.network_for),
+           needs=(TRAINING_SET_OUTPUTS,), network=pes.network_for, clothing_images="pes"),
     Method("pes_semi", "PES-semi", "utils.methods.pes_semi:PesSemi", options=pes_semi.PesSemiOptions,
            defaults={"n_epoch": 300, "lr": 0.02, "weight_decay": 5e-4, "data_percent": 1.0}, check=pes_semi.check,
            unread_flags=("select", "max_outer_loop", "max_inner_loop", "sgd", "predict_clean"),

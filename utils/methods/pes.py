@@ -50,7 +50,8 @@ REFINES = ((1, "T2"), (0, "T3"))
 class PesOptions:
     T1: int = option(0, "epochs before progressive early stopping (0: 25 for CIFAR-10, 30 for CIFAR-100, "
                         "as its authors; 25 otherwise, ours; Clothing.py: 3, as its authors)", minimum=0, group=GROUP)
-    T2: int = option(7, "Adam epochs of the renewed last stage and classifier", minimum=0, group=GROUP)
+    T2: int = option(7, "Adam epochs of the renewed last stage and classifier (Clothing.py: Adam chunks of the "
+                        "renewed classifier)", minimum=0, group=GROUP)
     T3: int = option(5, "Adam epochs of the renewed classifier alone", minimum=0, group=GROUP)
     PES_lr: float = option(1e-4, "Adam's learning rate while refining", group=GROUP)
     num_iters_epoch: int = option(10, "Clothing.py: validation checks (chunks) per epoch", minimum=1, group=GROUP)
@@ -80,6 +81,9 @@ def check(config: Any) -> None:
             raise UserError(f"--{name} has no effect with --method pes in {'Clothing.py' if clothing else 'main.py'}; "
                             f"leave it out")
     if clothing:
+        if config.num_networks > 2:
+            raise UserError(f"--num_networks {config.num_networks}: PES_Clothing1M.py trains one network or two "
+                            f"(tested together); use 1 or 2")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("--method pes runs Clothing1M in one process, as its authors' PES_Clothing1M.py; "
                             "run Clothing.py without torchrun")
@@ -250,8 +254,8 @@ class PES(TrainerLoop):
             record["precision"] = round(100.0 * float((task.train_clean_labels[subset] == task.train_labels[subset])
                                                       .double().mean()), 4)
         if len(subset) == 0:
-            raise UserError(f"{self.title} found no confident example before epoch {s.epoch + 1} (no prediction agrees with "
-                            f"its noisy label); train longer before refining (--T1) or check the labels")
+            raise UserError(f"{self.title} found no confident example before epoch {s.epoch + 1} (no prediction agrees "
+                            f"with its noisy label); train longer before refining (--T1) or check the labels")
         self.end_round(record, f"epoch {s.epoch + 1}: {len(subset)} confident examples of {task.num_train}",
                        summary={key: record[key] for key in ("inner", "confident_size")})
         return subset, confident_class_weights(labels, task.num_classes)

@@ -54,7 +54,7 @@ class PesClothingState(LoopState):
 
 
 def chunk_loss(loss_fn: Any, stats: EpochStats) -> float:
-    """The chunk's weighted loss; 0 for a chunk without a batch (a small confident set: theirs trains nothing)."""
+    """The chunk's weighted loss; 0 for a chunk without a batch (a confident set too small for one)."""
     return loss_fn.epoch_loss() if stats.count else 0.0
 
 
@@ -63,7 +63,7 @@ class PesClothing1M(TrainerLoop):
 
     def __init__(self, task: Any, run: Any, title: str) -> None:
         super().__init__(task, run, title)
-        self.t1 = self.config.T1 or 3       # their default
+        self.t1 = self.config.T1            # 0 refines before the first epoch, as theirs
         if self.chunk_batches_of(task.num_train) == 0:
             raise UserError(f"{task.num_train} training examples in batches of {self.config.batch_size} leave no batch "
                             f"for each of --num_iters_epoch {self.config.num_iters_epoch} chunks: nothing would "
@@ -91,7 +91,8 @@ class PesClothing1M(TrainerLoop):
         s = self.state
         if self.config.num_networks == 1:
             best = s.network_bests[0]
-            s.best_val_acc, s.test_acc, s.test_acc_official = best["best_val_acc"], best["test_acc"], best["test_acc_official"]
+            s.best_val_acc, s.test_acc = best["best_val_acc"], best["test_acc"]
+            s.test_acc_official = best["test_acc_official"]
             s.best_at = best["best_at"]
             return
         val, test = self.ensemble()
@@ -148,11 +149,7 @@ class PesClothing1M(TrainerLoop):
                                                  drop_last=True)
             step = supervised_step(trainer.model, trainer.optimizer, loss_fn, self.config.amp)
             stats = EpochStats.of(self.train_steps(batches, step, [trainer.model], "pes"))
-            chunk = s.inner + 1
-            s.inner = chunk % self.config.num_iters_epoch
-            s.epoch += chunk == self.config.num_iters_epoch
-            s.epochs_run += 1
-            self.finish_chunk(stats, chunk_loss(loss_fn, stats), lr, started, chunk)
+            self.finish_chunk(stats, chunk_loss(loss_fn, stats), lr, started)
             if s.inner == 0:
                 break
 
@@ -160,22 +157,28 @@ class PesClothing1M(TrainerLoop):
         positions = self.state.train_positions
         return positions[torch.randperm(len(positions), generator=self.task.generator).numpy()]
 
-    def finish_chunk(self, stats: EpochStats, loss: float, lr: float, started: float, chunk: int) -> None:
-        """Validate, step the schedule, test and keep the weights on a new best of this network."""
+    def finish_chunk(self, stats: EpochStats, loss: float, lr: float, started: float) -> None:
+        """Validate, step the schedule, test and keep the weights on a new best of this network (the
+        first chunk's in any case, so that every network has weights to test together); then the
+        position moves on and the chunk's record ends it."""
         s, trainer = self.state, self.trainer
         self.require_finite(loss, "pes")
         val_acc = self.validate(trainer.model)
         trainer.step_schedule()
         best = s.network_bests[s.outer]
         record = self.epoch_record("pes", loss, stats.accuracy, val_acc, lr, stats.count, started,
-                                   network=s.outer + 1, chunk=chunk)
-        if val_acc > best["best_val_acc"]:
+                                   network=s.outer + 1, chunk=s.inner + 1)
+        record["epoch"] = s.epoch + 1  # the epoch this chunk belongs to
+        if val_acc > best["best_val_acc"] or best["best_at"] is None:
             test = self.test(trainer.module)
             best.update(best_val_acc=val_acc, test_acc=test.exact, test_acc_official=test.official,
-                        best_at={"network": s.outer + 1, "epochs_run": s.epochs_run})
+                        best_at={"network": s.outer + 1, "epoch": s.epoch + 1, "chunk": s.inner + 1})
             record["test_acc"] = test.exact
             if self.run.is_main:
                 atomic_torch_save(self.best_file(s.outer), cpu_weights(trainer.module))
+        s.inner = (s.inner + 1) % self.config.num_iters_epoch
+        s.epoch += s.inner == 0
+        s.epochs_run += 1
         self.end_epoch(record)
 
     def refine(self) -> None:
@@ -183,28 +186,27 @@ class PesClothing1M(TrainerLoop):
         set (none with T2 = 0, as theirs); then the confident set."""
         s, config, task = self.state, self.config, self.task
         model = self.trainer.module
-        if config.T2 and self.refiner is None:
-            if s.refine_chunks == 0:
-                self.renew_classifier(model)
-            self.refiner = torch.optim.Adam(model.fc.parameters(), lr=config.PES_lr)
-        loss_fn = self.loss()
+        if s.refine_chunks < config.T2:
+            if self.refiner is None:
+                if s.refine_chunks == 0:
+                    self.renew_classifier(model)
+                self.refiner = torch.optim.Adam(model.fc.parameters(), lr=config.PES_lr)
+            loss_fn = self.loss()
         while s.refine_chunks < config.T2:
             started = time.time()
             batches = task.training_batches(self.chunk(s.refine_chunks, s.pass_order),
                                             f"refine {s.refine_chunks + 1}", drop_last=True)
             step = supervised_step(self.trainer.model, self.refiner, loss_fn, config.amp)
             stats = EpochStats.of(self.train_steps(batches, step, [self.trainer.model], "refine"))
+            record = self.epoch_record("refine", chunk_loss(loss_fn, stats), stats.accuracy, None, config.PES_lr,
+                                       stats.count, started, network=s.outer + 1, refine_chunk=s.refine_chunks + 1)
             s.refine_chunks += 1
             s.epochs_run += 1
             if s.refine_chunks == config.T2:
                 self.refiner = None
                 self.train_all_but_classifier(model)
-                self.select_confident()
-            record = self.epoch_record("refine", chunk_loss(loss_fn, stats), stats.accuracy, None, config.PES_lr,
-                                       stats.count, started, network=s.outer + 1, refine_chunk=s.refine_chunks)
             self.end_epoch(record)
-        if not s.selected:  # T2 = 0
-            self.select_confident()
+        self.select_confident()
 
     def renew_classifier(self, model: nn.Module) -> None:
         """A new classifier, the only trained parameters; the SGD drops the replaced one (which no longer
@@ -242,12 +244,13 @@ class PesClothing1M(TrainerLoop):
         agrees = (probabilities.argmax(1) == task.train_labels) & probabilities.isfinite().all(1)
         s.train_positions = agrees.nonzero().squeeze(1).cpu().numpy()
         s.selected = True
-        if self.chunk_batches() == 0:  # their loader has no batch to give: the chunks train nothing
-            self.run.log(f"WARNING: PES kept {len(s.train_positions)} confident examples for network {s.outer + 1}, "
-                         f"too few for a batch in each of {self.config.num_iters_epoch} chunks: its later chunks "
-                         f"train nothing, as in its authors' code (train longer before refining: --T1)")
+        if self.chunk_batches() == 0:  # their `train` fails here (a loop that never runs, then its index read)
+            self.run.log(f"WARNING: PES kept {len(s.train_positions)} confident examples for network "
+                         f"{s.outer + 1}, too few for a batch in each of {self.config.num_iters_epoch} chunks: its "
+                         f"chunks from here on train nothing (train longer before refining: --T1)")
         record = {"kind": "round", "outer": s.outer, "inner": s.epoch, "confident_size": len(s.train_positions)}
-        self.end_round(record, f"network {s.outer + 1}: {len(s.train_positions)} confident examples of {task.num_train}",
+        self.end_round(record, f"network {s.outer + 1}: {len(s.train_positions)} confident examples of "
+                               f"{task.num_train}",
                        summary={"network": s.outer + 1, "confident_size": len(s.train_positions)})
 
     # ------------------------------------------------------------------ measuring
@@ -283,7 +286,8 @@ class PesClothing1M(TrainerLoop):
         val_probabilities = val_total / self.config.num_networks
         readable = val_probabilities.isfinite().all(1)
         labels = self.task.val_labels[readable]
-        val_acc = batch_mean_accuracy(val_probabilities[readable].argmax(1).cpu(), labels.cpu(), 2 * self.config.batch_size)
+        val_acc = batch_mean_accuracy(val_probabilities[readable].argmax(1).cpu(), labels.cpu(),
+                                      2 * self.config.batch_size)
         return val_acc, self.accuracy_of(test_total / self.config.num_networks)
 
     # ------------------------------------------------------------------ the protocol

@@ -89,11 +89,12 @@ class RunFiles:
     def bring_record_from(self, run_dir: Path, size: int) -> None:
         """A run moved here from `run_dir` (--resume PATH) brings the record of its epochs so far: the
         first `size` bytes of that folder's metrics.jsonl (start_run checked that it has them), its
-        weight files (best.pt, latest.pt) and extracted sets (rounds/)."""
+        weight files (best.pt, latest.pt; PES on Clothing1M: best_network{k}.pt) and extracted sets (rounds/)."""
         source = RunFiles(run_dir)
         with open(source.metrics, "rb") as handle:
             atomic_write_bytes(self.metrics, handle.read(size))
-        for path in (source.weights("best"), source.weights("latest"), *sorted(source.rounds.glob("*.npz"))):
+        weights = [source.weights("best"), source.weights("latest"), *sorted(source.run_dir.glob("best_network*.pt"))]
+        for path in (*weights, *sorted(source.rounds.glob("*.npz"))):
             if path.is_file():
                 atomic_write_bytes(self.run_dir / path.relative_to(source.run_dir), path.read_bytes())
 
