@@ -157,3 +157,63 @@ def test_every_figure_of_the_digits_table_is_in_results():
         assert f"{row[0].replace('Standard (CE)', 'CE')} {short}" in readme, (row[0], short)
         checked += 1
     assert checked == len(titles)
+
+
+MNIST_SETTINGS = {"symmetric 20 %": "symmetric-0.2", "symmetric 40 %": "symmetric-0.4", "pairflip 45 %": "pairflip-0.45",
+                  "instance 20 %": "instance-0.2", "instance 40 %": "instance-0.4", "symmetric 50 %": "symmetric-0.5"}
+
+
+def mnist_result(setting: str, method: str) -> dict:
+    folder = REPO / "results" / "mnist-paper" / f"mnist-{MNIST_SETTINGS[setting]}-seed1-{method}"
+    return json.loads((folder / "result.json").read_text())
+
+
+def test_every_figure_of_the_readme_results_is_in_results():
+    """The README's Results: the CE and Co-teaching tables and the figures beside the official code are
+    read again from results/ (the quoted paper and README figures are the only others)."""
+    section = (REPO / "README.md").read_text().split("## Results\n", 1)[1].split("\n## ", 1)[0]
+    checked = 0
+    for setting, reported, last in re.findall(r"^\| ([a-z]+ \d+ %) \| ([0-9.]+) \| ([0-9.]+) \|$", section, re.M):
+        result = mnist_result(setting, "ce")
+        assert (reported, last) == (f"{result['test_acc']:.2f}", f"{result['test_acc_last']:.2f}"), setting
+        checked += 1
+    for setting, first, second in re.findall(r"^\| ([a-z]+ \d+ %) \| ([0-9.]+) \(second network ([0-9.]+)\) \|",
+                                              section, re.M):
+        last10 = mnist_result(setting, "coteaching")["test_acc_last10"]["exact"]
+        assert (first, second) == (f"{last10[0]:.2f}", f"{last10[1]:.2f}"), setting
+        checked += 1
+    ours = [json.loads((REPO / "results" / "fidelity-mnist" / f"ours-seed{seed}" / "result.json").read_text())
+            ["test_acc_official"] for seed in (1, 2, 3, 4)]
+    official = [float(re.findall(r"Test acc\s+([0-9.]+)", (REPO / "results" / "fidelity-mnist" /
+                                                            f"official-seed{seed}.log").read_text())[-1])
+                for seed in (1, 2, 3, 4)]
+    for name, values in (("official", official), ("ours", ours)):
+        figure = f"{name} {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+        assert figure in section.replace("\n", " "), figure
+    assert checked >= 6  # five CE settings, Co-teaching at least once
+
+
+def test_every_figure_of_the_mnist_tables_of_the_results_page_is_in_results():
+    page = (REPO / "docs" / "results.md").read_text()
+    ce = page.split("## MNIST, the paper's settings, CE", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([a-z]+ \d+ %) \| ([0-9.]+) \| ([0-9.]+) \| (\d+) \|", ce, re.M)
+    for setting, reported, last, best_at in rows:
+        result = mnist_result(setting, "ce")
+        assert (reported, last, int(best_at)) == (f"{result['test_acc']:.2f}", f"{result['test_acc_last']:.2f}",
+                                                  result["best_at"]["epoch"]), setting
+    coteaching = page.split("## MNIST, Co-teaching", 1)[1].split("\n## ", 1)[0]
+    cot_rows = re.findall(r"^\| ([a-z]+ \d+ %) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|", coteaching, re.M)
+    for setting, first, second, reported, last in cot_rows:
+        result = mnist_result(setting, "coteaching")
+        assert (first, second) == tuple(f"{x:.2f}" for x in result["test_acc_last10"]["exact"]), setting
+        assert (reported, last) == (f"{result['test_acc']:.2f}", f"{result['test_acc_last']:.2f}"), setting
+    assert len(rows) == 5 and len(cot_rows) >= 1
+
+
+def test_the_quick_start_line_of_the_readme_is_the_committed_run():
+    result = json.loads((REPO / "results" / "quickstart" / "result.json").read_text())
+    line = (f"best validation accuracy {result['best_val_acc']:.2f}, test accuracy {result['test_acc']:.2f} "
+            f"(last epoch {result['test_acc_last']:.2f}; {result['wall_time_s']:.0f}s)")
+    assert line in (REPO / "README.md").read_text().replace("\n", " ")
+    assert f"gave {result['test_acc']:.2f} (last epoch {result['test_acc_last']:.2f}" in \
+        (REPO / "docs" / "results.md").read_text().replace("\n", " ")

@@ -138,6 +138,7 @@ class Run:
         self.config_dict = config_to_dict(config)
         self.elapsed_before = 0.0
         self.started = time.time()
+        self.code = git_state()  # the code this process runs: read now, not when the run ends
         self.polls = 0
         self.inputs = ""  # the fingerprint of what the run trains on (task.fingerprint())
         self.moved = False  # continues in this folder a run of another one (--resume PATH)
@@ -272,7 +273,7 @@ class Run:
     def result(self, loop: Loop) -> dict[str, Any]:
         """result.json: the keys every run has, then the task's and the loop's own."""
         s = loop.state
-        commit, dirty = git_state()
+        commit, dirty = self.code
         return {
             "method": self.config.method, **loop.task.describe(), "seed": self.config.seed,
             "best_val_acc": s.best_val_acc, "test_acc": s.test_acc, "test_acc_official": s.test_acc_official,
