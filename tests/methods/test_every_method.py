@@ -35,12 +35,7 @@ SHORT = {"memomentum": [], "ce": ["--n_epoch", "3"],
 LAST_BATCH = {"memomentum": 30, "ce": 30, "coteaching": 12, "pes": 30, "pes_semi": 60}  # a kill falls within the run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

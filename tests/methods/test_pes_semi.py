@@ -27,12 +27,7 @@ SEMI_DIGITS = [*for_method(TINY_DIGITS, "pes_semi"), "--n_epoch", "4", "--T1", "
                "--batch_size", "64", "--iterations_per_epoch", "6", "--output_dir", "run", "--checkpoint_every", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_defaults_are_its_authors():

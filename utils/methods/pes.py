@@ -149,18 +149,29 @@ class PES(TrainerLoop):
         while s.epoch < self.config.n_epoch:
             if s.epoch < self.t1:
                 self.epoch_of(self.trainer, None, None, "warmup")
-            elif s.epoch == self.t1:
-                self.refine()
             else:
-                subset, weights = self.confident_set()
-                self.epoch_of(self.trainer, subset, weights, "pes")
+                self.epoch_from_t1()
+
+    def epoch_from_t1(self) -> None:
+        """Epoch T1 refines; each later one trains on the confident set."""
+        if self.state.epoch == self.t1:
+            self.refine()
+        else:
+            subset, weights = self.confident_set()
+            self.epoch_of(self.trainer, subset, weights, "pes")
+
+    network_for = staticmethod(network_for)  # its authors' network of a dataset (the registry's Method.network)
 
     def new_trainer(self) -> Trainer:
-        config = self.config
-        model = self.task.new_model(network_for(config, self.task.name))
+        """Their network, and the SGD over what it updates (after T1: all but the renewed layers)."""
+        model = self.task.new_model(self.network_for(self.config, self.task.name))
         trained = self.sgd_parameters(model)
         self.train_only(model, trained)
-        # torch's own SGD kernels, as its authors' code (--sgd does not apply)
+        return self.sgd_with_schedule(model, trained)
+
+    def sgd_with_schedule(self, model: nn.Module, trained: list[nn.Parameter]) -> Trainer:
+        """torch's own SGD kernels, as its authors' code (--sgd does not apply), with MultiStepLR(100, 150)."""
+        config = self.config
         return sgd_trainer(model, config.lr, config.weight_decay, "plain", LR_MILESTONES, parameters=trained)
 
     @staticmethod

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
 
@@ -201,24 +202,17 @@ class PesSemi(PES):
         self.lambda_u = lambda_u_for(self.config, task.name)
 
     # ------------------------------------------------------------------ the loop
-    def train(self) -> None:
-        s = self.state
-        if self.trainer is None:
-            self.trainer = self.new_trainer()
-        while s.epoch < self.config.n_epoch:
-            if s.epoch < self.t1:
-                self.epoch_of(self.trainer, None, None, "warmup")
-                continue
-            if s.epoch == self.t1:
-                self.refine()
-            self.mixmatch_epoch()
+    network_for = staticmethod(network_for)
 
-    def new_trainer(self) -> Trainer:
+    def epoch_from_t1(self) -> None:
+        """Epoch T1 refines, then, as every later epoch, trains MixMatch steps."""
+        if self.state.epoch == self.t1:
+            self.refine()
+        self.mixmatch_epoch()
+
+    def sgd_with_schedule(self, model: nn.Module, trained: list[nn.Parameter]) -> Trainer:
+        """torch's own SGD kernels, as its authors' code, with the cosine schedule to lr / 100 (or --optim step)."""
         config = self.config
-        model = self.task.new_model(network_for(config, self.task.name))  # as the registry's Method.network
-        trained = self.sgd_parameters(model)
-        self.train_only(model, trained)
-        # torch's own SGD kernels, as its authors' code (--sgd does not apply)
         optimizer = make_sgd(trained, config.lr, config.weight_decay, "plain")
         if config.optim == "cos":
             scheduler: Any = CosineAnnealingLR(optimizer, config.n_epoch, config.lr / 100)
